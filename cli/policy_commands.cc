@@ -1,0 +1,168 @@
+// `kt policy lint` and `kt policy fmt`.
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+#include "cli/commands.h"
+
+namespace kt::cli {
+namespace {
+
+namespace fs = std::filesystem;
+
+bool ReadFile(const std::string& path, std::string* out) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return false;
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  *out = ss.str();
+  return true;
+}
+
+bool UseColor() {
+  return isatty(STDOUT_FILENO) && std::getenv("NO_COLOR") == nullptr;
+}
+
+void AddLimitFlags(CLI::App* cmd, CommonOptions* common) {
+  cmd->add_option("--stdlib", common->stdlib, "directory that contains std/ (default: built in)");
+  cmd->add_option("--max-errors", common->compiler.max_errors,
+                  "diagnostics shown before the rest are summarised")
+      ->capture_default_str();
+  cmd->add_option("--max-file-bytes", common->compiler.max_file_bytes, "largest accepted file")
+      ->capture_default_str();
+  cmd->add_option("--max-depth", common->compiler.max_nesting_depth,
+                  "deepest accepted expression nesting")
+      ->capture_default_str();
+}
+
+int RunLint(const std::vector<std::string>& paths, const std::string& format, bool strict,
+            CommonOptions* common) {
+  common->compiler.stdlib_paths = StdlibPaths(common->stdlib);
+  std::vector<Diagnostic> missing;
+  std::vector<std::string> files = CollectPolicyFiles(paths, &missing);
+  SourceMap sources;
+  LintResult result = Lint(files, common->compiler, &sources);
+  for (Diagnostic& d : missing) {
+    result.diagnostics.insert(result.diagnostics.begin(), d);
+    ++result.error_count;
+  }
+  if (format == "json") {
+    std::cout << RenderJson(result, sources);
+  } else if (format == "sarif") {
+    std::cout << RenderSarif(result, sources);
+  } else {
+    std::cout << RenderText(result.diagnostics, sources, UseColor());
+    std::cerr << "kt: checked " << result.files.size() << " file"
+              << (result.files.size() == 1 ? "" : "s") << ": " << result.error_count << " error"
+              << (result.error_count == 1 ? "" : "s") << ", " << result.warning_count
+              << " warning" << (result.warning_count == 1 ? "" : "s") << "\n";
+  }
+  if (result.error_count > 0) return 2;
+  if (strict && result.warning_count > 0) return 1;
+  return 0;
+}
+
+int RunFmt(const std::vector<std::string>& paths, bool write, bool check, CommonOptions* common) {
+  std::vector<Diagnostic> missing;
+  std::vector<std::string> files = CollectPolicyFiles(paths, &missing);
+  SourceMap sources;
+  int rc = 0;
+  for (const Diagnostic& d : missing) {
+    std::cerr << "kt: " << d.message << "\n";
+    rc = 2;
+  }
+  std::vector<std::string> changed;
+  for (const std::string& f : files) {
+    std::string text;
+    if (!ReadFile(f, &text)) {
+      std::cerr << "kt: cannot read `" << f << "`\n";
+      rc = 2;
+      continue;
+    }
+    FormatResult r = Format(f, text, common->compiler);
+    if (!r.ok) {
+      sources.Add(f, text);
+      std::cerr << RenderText(r.diagnostics, sources, false);
+      rc = 2;
+      continue;
+    }
+    if (check) {
+      if (r.text != text) changed.push_back(f);
+    } else if (write) {
+      if (r.text != text) {
+        std::ofstream out(f, std::ios::binary | std::ios::trunc);
+        out << r.text;
+        if (!out) {
+          std::cerr << "kt: cannot write `" << f << "`\n";
+          rc = 2;
+        }
+      }
+    } else {
+      std::cout << r.text;
+    }
+  }
+  if (check) {
+    for (const std::string& f : changed) std::cout << f << "\n";
+    if (!changed.empty() && rc == 0) rc = 1;
+  }
+  return rc;
+}
+
+}  // namespace
+
+std::vector<std::string> StdlibPaths(const std::string& flag) {
+  if (!flag.empty()) return {flag};
+  if (const char* env = std::getenv("KT_STDLIB"); env != nullptr && *env != '\0') return {env};
+  std::error_code ec;
+  fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+  if (!ec) {
+    fs::path installed = exe.parent_path().parent_path() / "share" / "kt" / "stdlib";
+    if (fs::is_directory(installed, ec)) return {installed.string()};
+  }
+  return {KT_SOURCE_STDLIB};
+}
+
+void AddPolicyCommands(CLI::App* app, CommonOptions* common, int* exit_code) {
+  CLI::App* policy = app->add_subcommand("policy", "author and check .ktp policies");
+  policy->require_subcommand(1);
+
+  struct LintArgs {
+    std::vector<std::string> paths;
+    std::string format = "text";
+    bool strict = false;
+  };
+  auto lint_args = std::make_shared<LintArgs>();
+  CLI::App* lint = policy->add_subcommand("lint", "parse and check policy files");
+  lint->add_option("PATH", lint_args->paths, "files or directories (searched for *.ktp)")
+      ->required();
+  lint->add_option("--format", lint_args->format, "output format")
+      ->check(CLI::IsMember({"text", "json", "sarif"}))
+      ->capture_default_str();
+  lint->add_flag("--strict", lint_args->strict, "exit 1 when there are warnings");
+  AddLimitFlags(lint, common);
+  lint->callback([=] {
+    *exit_code = RunLint(lint_args->paths, lint_args->format, lint_args->strict, common);
+  });
+
+  struct FmtArgs {
+    std::vector<std::string> paths;
+    bool write = false;
+    bool check = false;
+  };
+  auto fmt_args = std::make_shared<FmtArgs>();
+  CLI::App* fmt = policy->add_subcommand("fmt", "print policy files in the canonical layout");
+  fmt->add_option("PATH", fmt_args->paths, "files or directories")->required();
+  auto* write = fmt->add_flag("--write,-w", fmt_args->write, "rewrite the files in place");
+  fmt->add_flag("--check", fmt_args->check, "list files that are not formatted; exit 1 if any")
+      ->excludes(write);
+  AddLimitFlags(fmt, common);
+  fmt->callback([=] {
+    *exit_code = RunFmt(fmt_args->paths, fmt_args->write, fmt_args->check, common);
+  });
+}
+
+}  // namespace kt::cli

@@ -1,0 +1,161 @@
+// kt compiler facade: the only header other layers include from compiler/.
+//
+// Purpose. Turns `.ktp` policy sources into checked programs, and reports every
+// problem in them as a `Diagnostic` (data, not text). Also hosts the canonical
+// formatter and the diagnostic renderers (text, JSON, SARIF 2.1.0).
+//
+// Error channels. Problems in a user's policy are diagnostics; they never
+// throw. Failures of kt itself (a file that cannot be read) are reported as
+// diagnostics too, with codes in the E00xx range, because to a policy author
+// they are equally "why did my lint fail". No exception crosses this header.
+//
+// Thread-safety. A `Compiler` is not thread-safe; use one per thread. The
+// results (`LintResult`, `SourceMap`) are immutable once returned and may be
+// shared freely.
+//
+// Bounds. Every resource the front end spends is bounded by a field of
+// `Options` with a documented default; hitting a bound yields a diagnostic.
+#ifndef KT_COMPILER_COMPILER_H_
+#define KT_COMPILER_COMPILER_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace kt {
+
+// A half-open byte range [begin, end) within one source file.
+struct Span {
+  uint32_t begin = 0;
+  uint32_t end = 0;
+};
+
+enum class Severity { kError, kWarning, kNote };
+
+// A secondary location attached to a diagnostic ("first declared here").
+struct Label {
+  std::string file;
+  Span span;
+  std::string message;
+};
+
+// One problem in a user's policy. `code` is stable (E0xxx errors, W0xxx
+// warnings) and documented in docs/diagnostics.md; `message` is one lowercase
+// line without a trailing period, user input in backticks.
+struct Diagnostic {
+  Severity severity = Severity::kError;
+  std::string code;
+  std::string message;
+  std::string file;
+  Span span;
+  std::vector<Label> labels;
+  std::string help;
+};
+
+// Front-end limits. Each default is chosen to be far above any hand-written
+// policy while keeping a hostile input from costing more than a few
+// milliseconds or a few megabytes.
+struct Options {
+  // Largest accepted source file. A 50 MB file gets E0002, not a slow parse.
+  std::size_t max_file_bytes = 4u << 20;
+  // Deepest accepted nesting of brackets, prefix operators and quantifiers.
+  // Guards ANTLR's recursive-descent parser and every recursive pass after it.
+  int max_nesting_depth = 200;
+  // Diagnostics reported per run before the rest are summarised.
+  int max_errors = 100;
+  // Longest accepted regex literal, in bytes.
+  std::size_t max_regex_bytes = 16u << 10;
+  // Largest repetition count in `{m,n}`; bounds automaton size up front.
+  int max_repeat = 1000;
+  // Directories searched for `import std.x` (the folder that contains std/).
+  std::vector<std::string> stdlib_paths;
+};
+
+// Owns the text of every file a run has read, for rendering diagnostics.
+class SourceMap {
+ public:
+  struct File {
+    std::string path;
+    std::string text;
+    std::vector<uint32_t> line_starts;
+  };
+  struct Position {
+    uint32_t line = 1;    // 1-based
+    uint32_t column = 1;  // 1-based, in Unicode code points
+  };
+
+  const File* Add(std::string path, std::string text);
+  const File* Find(std::string_view path) const;
+  static Position PositionOf(const File& file, uint32_t offset);
+  static std::string_view LineText(const File& file, uint32_t line);
+
+ private:
+  std::map<std::string, std::unique_ptr<File>, std::less<>> files_;
+};
+
+// What the checker learned about one policy; consumed by `explain` and tests.
+struct PolicySummary {
+  std::string name;
+  std::string file;
+  Span span;
+  std::vector<std::string> stages;
+  std::string mode;    // "enforce" or "observe"
+  std::string action;  // "block", "redact" or "flag"
+  // For policies on the output stage: "monotone" (may fire mid-stream) or
+  // "final-only" (judged when the stream ends). Empty otherwise.
+  std::string output_class;
+};
+
+struct LintResult {
+  std::vector<Diagnostic> diagnostics;  // sorted by file, then offset
+  std::vector<std::string> files;       // every policy file checked
+  std::vector<PolicySummary> policies;
+  int error_count = 0;
+  int warning_count = 0;
+  int suppressed_count = 0;  // diagnostics beyond Options::max_errors
+};
+
+// Expands PATH arguments: files as given, directories recursively to their
+// `*.ktp` files in sorted order. Unreadable paths become E0005 diagnostics.
+std::vector<std::string> CollectPolicyFiles(const std::vector<std::string>& paths,
+                                            std::vector<Diagnostic>* diagnostics);
+
+// Parses and checks `files` as one policy set: names of policies, limits and
+// providers are unique across the set; each file's imports are resolved.
+LintResult Lint(const std::vector<std::string>& files, const Options& options,
+                SourceMap* sources);
+
+// Formats one source text canonically. On a syntax error the text is not
+// formatted and `ok` is false; the diagnostics say why.
+struct FormatResult {
+  bool ok = false;
+  std::string text;
+  std::vector<Diagnostic> diagnostics;
+};
+FormatResult Format(std::string_view path, std::string_view text, const Options& options);
+
+// Renderers. `Text` is `file:line:col: error[E0xxx]: message` with the source
+// line, a caret under the span and `help:`; JSON is an array of objects with
+// the same fields; SARIF is a 2.1.0 log with one run.
+std::string RenderText(const std::vector<Diagnostic>& diagnostics, const SourceMap& sources,
+                       bool color);
+std::string RenderJson(const LintResult& result, const SourceMap& sources);
+std::string RenderSarif(const LintResult& result, const SourceMap& sources);
+
+// The diagnostic code table (docs/diagnostics.md is checked against it).
+struct DiagnosticCodeInfo {
+  std::string_view code;
+  Severity severity;
+  std::string_view title;
+};
+const std::vector<DiagnosticCodeInfo>& DiagnosticCodes();
+
+std::string_view Version();
+
+}  // namespace kt
+
+#endif  // KT_COMPILER_COMPILER_H_

@@ -1,0 +1,230 @@
+// The compiler driver: file discovery, module loading and import resolution,
+// then the checker. Implements the facade's `Lint`.
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "compiler/compiler.h"
+#include "compiler/internal/checker.h"
+#include "compiler/internal/diagnostics.h"
+#include "compiler/internal/parser.h"
+
+namespace kt {
+
+namespace fs = std::filesystem;
+using internal::DiagId;
+
+std::string_view Version() { return KT_VERSION; }
+
+const SourceMap::File* SourceMap::Add(std::string path, std::string text) {
+  auto file = std::make_unique<File>();
+  file->path = path;
+  file->text = std::move(text);
+  file->line_starts.push_back(0);
+  for (std::size_t i = 0; i < file->text.size(); ++i) {
+    if (file->text[i] == '\n') file->line_starts.push_back(static_cast<uint32_t>(i + 1));
+  }
+  const File* raw = file.get();
+  files_[path] = std::move(file);
+  return raw;
+}
+
+const SourceMap::File* SourceMap::Find(std::string_view path) const {
+  auto it = files_.find(path);
+  return it == files_.end() ? nullptr : it->second.get();
+}
+
+SourceMap::Position SourceMap::PositionOf(const File& file, uint32_t offset) {
+  auto it = std::upper_bound(file.line_starts.begin(), file.line_starts.end(), offset);
+  uint32_t line = static_cast<uint32_t>(it - file.line_starts.begin());
+  uint32_t start = file.line_starts[line - 1];
+  uint32_t column = 1;
+  for (uint32_t i = start; i < offset && i < file.text.size(); ++i) {
+    if ((static_cast<unsigned char>(file.text[i]) & 0xC0) != 0x80) ++column;
+  }
+  return Position{line, column};
+}
+
+std::string_view SourceMap::LineText(const File& file, uint32_t line) {
+  if (line == 0 || line > file.line_starts.size()) return {};
+  uint32_t start = file.line_starts[line - 1];
+  uint32_t end = line < file.line_starts.size() ? file.line_starts[line] - 1
+                                                : static_cast<uint32_t>(file.text.size());
+  std::string_view text(file.text);
+  std::string_view l = text.substr(start, end - start);
+  if (!l.empty() && l.back() == '\r') l.remove_suffix(1);
+  return l;
+}
+
+std::vector<std::string> CollectPolicyFiles(const std::vector<std::string>& paths,
+                                            std::vector<Diagnostic>* diagnostics) {
+  std::vector<std::string> out;
+  for (const std::string& p : paths) {
+    std::error_code ec;
+    if (fs::is_directory(p, ec)) {
+      std::vector<std::string> found;
+      for (fs::recursive_directory_iterator it(p, ec), end; it != end && !ec; it.increment(ec)) {
+        if (it->is_regular_file(ec) && it->path().extension() == ".ktp") {
+          found.push_back(it->path().lexically_normal().string());
+        }
+      }
+      std::sort(found.begin(), found.end());
+      out.insert(out.end(), found.begin(), found.end());
+    } else if (fs::exists(p, ec)) {
+      out.push_back(fs::path(p).lexically_normal().string());
+    } else {
+      Diagnostic d;
+      d.code = "E0005";
+      d.message = "no such file or directory `" + p + "`";
+      d.file = p;
+      diagnostics->push_back(std::move(d));
+    }
+  }
+  out.erase(std::unique(out.begin(), out.end()), out.end());
+  return out;
+}
+
+namespace {
+
+class Loader {
+ public:
+  Loader(const Options& options, SourceMap* sources, internal::DiagnosticSink* sink,
+         internal::Program* program)
+      : options_(options), sources_(sources), sink_(sink), program_(program) {}
+
+  // Loads `path` and, depth first, its imports. Dependencies are appended to
+  // the program before their dependents.
+  internal::Module* Load(const std::string& path, bool is_root, const std::string& importer,
+                         Span import_span) {
+    std::error_code ec;
+    std::string key = fs::weakly_canonical(path, ec).string();
+    if (ec) key = path;
+    if (auto it = by_key_.find(key); it != by_key_.end()) {
+      if (loading_.count(key)) {
+        sink_->Report(DiagId::kImportCycle, importer, import_span,
+                      "import cycle: `" + path + "` is already being imported",
+                      "move the shared declarations into a third module");
+        return nullptr;
+      }
+      if (is_root) it->second->is_root = true;
+      return it->second;
+    }
+    auto module = std::make_unique<internal::Module>();
+    module->path = path;
+    module->key = key;
+    module->is_root = is_root;
+    internal::Module* raw = module.get();
+    by_key_[key] = raw;
+
+    std::ifstream in(path, std::ios::binary);
+    if (!in) {
+      sink_->Report(DiagId::kUnreadableFile, importer.empty() ? path : importer,
+                    importer.empty() ? Span{} : import_span, "cannot read `" + path + "`");
+      program_->modules.push_back(std::move(module));
+      return raw;
+    }
+    // Read at most one byte past the limit: enough to know it is exceeded
+    // without reading a 50 MB file into memory.
+    std::string text;
+    text.resize(options_.max_file_bytes + 1);
+    in.read(text.data(), static_cast<std::streamsize>(text.size()));
+    text.resize(static_cast<std::size_t>(in.gcount()));
+    if (text.size() > options_.max_file_bytes) {
+      in.seekg(0, std::ios::end);
+      auto total = static_cast<std::size_t>(in.tellg());
+      sources_->Add(path, "");
+      sink_->Report(DiagId::kFileTooLarge, path, Span{},
+                    "file is " + std::to_string(total) + " bytes; the limit is " +
+                        std::to_string(options_.max_file_bytes),
+                    "split the policies into several files");
+      program_->modules.push_back(std::move(module));
+      return raw;
+    }
+    const SourceMap::File* file = sources_->Add(path, std::move(text));
+    module->ast = internal::ParseFile(path, file->text, options_, sink_);
+
+    loading_.insert(key);
+    if (module->ast != nullptr) {
+      for (const internal::Decl& d : module->ast->decls) {
+        if (d.kind != internal::DeclKind::kImport) continue;
+        const internal::Import& im = *d.import;
+        std::string target = Resolve(path, im);
+        if (target.empty()) {
+          std::string help = im.is_file ? "paths are relative to the importing file"
+                                        : "the standard library is searched in: " + StdlibList();
+          sink_->Report(DiagId::kUnknownModule, path, im.target_span,
+                        "module `" + im.target + "` not found", help);
+          module->imports[im.alias] = nullptr;
+          module->import_decls[im.alias] = &im;
+          continue;
+        }
+        if (module->imports.count(im.alias)) {
+          sink_->Report(DiagId::kDuplicateName, path, im.alias_span,
+                        "`" + im.alias + "` is imported twice");
+          continue;
+        }
+        internal::Module* dep = Load(target, false, path, im.target_span);
+        module->imports[im.alias] = dep;
+        module->import_decls[im.alias] = &im;
+      }
+    }
+    loading_.erase(key);
+    program_->modules.push_back(std::move(module));
+    if (is_root) program_->roots.push_back(raw);
+    return raw;
+  }
+
+ private:
+  std::string StdlibList() const {
+    std::string s;
+    for (const std::string& p : options_.stdlib_paths) s += (s.empty() ? "" : ", ") + p;
+    return s.empty() ? "(no stdlib path configured)" : s;
+  }
+
+  std::string Resolve(const std::string& importer, const internal::Import& im) const {
+    std::error_code ec;
+    if (im.is_file) {
+      fs::path p = fs::path(importer).parent_path() / im.target;
+      return fs::is_regular_file(p, ec) ? p.lexically_normal().string() : std::string();
+    }
+    std::string rel = im.target;
+    std::replace(rel.begin(), rel.end(), '.', '/');
+    for (const std::string& root : options_.stdlib_paths) {
+      fs::path p = fs::path(root) / (rel + ".ktp");
+      if (fs::is_regular_file(p, ec)) return p.lexically_normal().string();
+    }
+    return {};
+  }
+
+  const Options& options_;
+  SourceMap* sources_;
+  internal::DiagnosticSink* sink_;
+  internal::Program* program_;
+  std::map<std::string, internal::Module*> by_key_;
+  std::set<std::string> loading_;
+};
+
+}  // namespace
+
+LintResult Lint(const std::vector<std::string>& files, const Options& options,
+                SourceMap* sources) {
+  internal::DiagnosticSink sink;
+  internal::Program program;
+  Loader loader(options, sources, &sink, &program);
+  for (const std::string& f : files) loader.Load(f, true, "", Span{});
+  internal::CheckResult checked = internal::CheckProgram(&program, options, &sink);
+
+  LintResult result;
+  result.files = files;
+  result.policies = std::move(checked.policies);
+  result.diagnostics = std::move(sink.diagnostics());
+  internal::SortAndCap(&result.diagnostics, options.max_errors, &result.suppressed_count);
+  for (const Diagnostic& d : result.diagnostics) {
+    if (d.severity == Severity::kError) ++result.error_count;
+    if (d.severity == Severity::kWarning) ++result.warning_count;
+  }
+  return result;
+}
+
+}  // namespace kt

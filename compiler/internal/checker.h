@@ -1,0 +1,49 @@
+// Name resolution, type checking, stage scoping and stream classification.
+//
+// The checker works on a `Program`: every file of one policy set plus the
+// modules they import. Results live in side tables (expression types, the
+// stream class of each output rule) rather than on the AST.
+#ifndef KT_COMPILER_INTERNAL_CHECKER_H_
+#define KT_COMPILER_INTERNAL_CHECKER_H_
+
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "compiler/compiler.h"
+#include "compiler/internal/ast.h"
+#include "compiler/internal/diagnostics.h"
+#include "compiler/internal/types.h"
+
+namespace kt::internal {
+
+struct Module {
+  std::string path;  // as given or as resolved; the key of diagnostics
+  std::string key;   // canonical identity: absolute path
+  std::unique_ptr<FileAst> ast;  // null when the file failed to parse
+  bool is_root = false;          // named on the command line, not only imported
+  std::map<std::string, const Decl*> symbols;  // patterns and lets
+  std::map<std::string, Module*> imports;      // alias -> module
+  std::map<std::string, const Import*> import_decls;
+  std::set<std::string> used_imports;
+  std::set<const Decl*> used_symbols;
+};
+
+struct Program {
+  std::vector<std::unique_ptr<Module>> modules;  // dependencies before dependents
+  std::vector<Module*> roots;
+};
+
+enum class Stage { kNone, kInput, kToolCall, kOutput };
+
+struct CheckResult {
+  std::vector<PolicySummary> policies;
+};
+
+CheckResult CheckProgram(Program* program, const Options& options, DiagnosticSink* sink);
+
+}  // namespace kt::internal
+
+#endif  // KT_COMPILER_INTERNAL_CHECKER_H_
