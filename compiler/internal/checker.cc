@@ -1153,6 +1153,11 @@ const Type* Checker::Check(Module* m, const Expr& e, Env* env) {
       for (const ExprPtr& c : e.children) ts.push_back(Check(m, *c, env));
       if (std::any_of(ts.begin(), ts.end(), IsError)) break;
       const Type* result = ts.back();
+      // A json value stays json: the default only fills in for null.
+      if (std::any_of(ts.begin(), ts.end() - 1,
+                      [](const Type* x) { return x->kind == Kind::kJson; })) {
+        result = types_.json();
+      }
       bool ok = true;
       for (std::size_t i = 0; i + 1 < ts.size(); ++i) {
         const Type* l = ts[i];

@@ -202,6 +202,37 @@ class Formatter {
     return s;
   }
 
+  // A literal value (test input, provider field) laid out on one line when it
+  // fits, otherwise one field or element per line, with trailing commas.
+  std::string Value(const internal::Expr& e, std::size_t column, std::size_t indent) const {
+    std::string flat = Expr(e);
+    if (column + flat.size() <= kMaxWidth ||
+        (e.kind != ExprKind::kObject && e.kind != ExprKind::kList) || e.children.empty()) {
+      return flat;
+    }
+    std::string inner(indent + 2, ' ');
+    std::string s = e.kind == ExprKind::kObject ? "{\n" : "[\n";
+    for (std::size_t i = 0; i < e.children.size(); ++i) {
+      std::string head = e.kind == ExprKind::kObject ? std::string(Src(e.key_spans[i])) + ": " : "";
+      s += inner + head + Value(*e.children[i], inner.size() + head.size(), indent + 2) + ",\n";
+    }
+    return s + std::string(indent, ' ') + (e.kind == ExprKind::kObject ? "}" : "]");
+  }
+
+  static std::vector<std::string> Lines(const std::string& text, std::size_t strip) {
+    std::vector<std::string> lines;
+    std::size_t start = 0;
+    while (true) {
+      std::size_t nl = text.find('\n', start);
+      std::string line = text.substr(start, nl == std::string::npos ? std::string::npos : nl - start);
+      if (!lines.empty() && line.size() >= strip) line = line.substr(strip);
+      lines.push_back(line);
+      if (nl == std::string::npos) break;
+      start = nl + 1;
+    }
+    return lines;
+  }
+
   // `head` followed by an expression; long and/or chains break before each
   // operator, indented under the clause.
   std::vector<std::string> Wrapped(const std::string& head, const internal::Expr& e) const {
@@ -310,7 +341,7 @@ class Formatter {
         for (const internal::TestClause& c : t.clauses) {
           std::string s;
           if (!c.is_expect) {
-            s = c.given.text + " " + Expr(*c.value);
+            s = c.given.text + " " + Value(*c.value, 2 + c.given.text.size() + 1, 2);
           } else {
             switch (c.expect) {
               case ExpectKind::kAllow:
@@ -331,7 +362,7 @@ class Formatter {
                 break;
             }
           }
-          Statement(c.span, "  ", {s});
+          Statement(c.span, "  ", Lines(s, 2));
         }
         CloseBlock(t.close_span);
         break;
@@ -340,7 +371,8 @@ class Formatter {
         const internal::ProviderDecl& p = *d.provider;
         OpenBlock(Span{p.span.begin, p.open_span.end}, "provider " + p.name.text);
         for (const internal::ProviderField& f : p.fields) {
-          Statement(f.span, "  ", {f.name.text + ": " + Expr(*f.value)});
+          std::string head = f.name.text + ": ";
+          Statement(f.span, "  ", Lines(head + Value(*f.value, 2 + head.size(), 2), 2));
         }
         CloseBlock(p.close_span);
         break;
