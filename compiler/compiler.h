@@ -129,6 +129,11 @@ std::vector<std::string> CollectPolicyFiles(const std::vector<std::string>& path
 LintResult Lint(const std::vector<std::string>& files, const Options& options,
                 SourceMap* sources);
 
+// Checks one in-memory source as a policy set of its own. Imports resolve
+// against `options.stdlib_paths` and relative to `path`'s directory.
+LintResult LintText(const std::string& path, std::string_view text, const Options& options,
+                    SourceMap* sources);
+
 // Formats one source text canonically. On a syntax error the text is not
 // formatted and `ok` is false; the diagnostics say why.
 struct FormatResult {

@@ -117,25 +117,17 @@ class Loader {
     internal::Module* raw = module.get();
     by_key_[key] = raw;
 
-    std::ifstream in(path, std::ios::binary);
-    if (!in) {
-      sink_->Report(DiagId::kUnreadableFile, importer.empty() ? path : importer,
-                    importer.empty() ? Span{} : import_span, "cannot read `" + path + "`");
+    std::string text;
+    if (auto mem = in_memory_.find(path); mem != in_memory_.end()) {
+      text = mem->second;
+    } else if (!ReadBounded(path, importer, import_span, &text)) {
       program_->modules.push_back(std::move(module));
       return raw;
     }
-    // Read at most one byte past the limit: enough to know it is exceeded
-    // without reading a 50 MB file into memory.
-    std::string text;
-    text.resize(options_.max_file_bytes + 1);
-    in.read(text.data(), static_cast<std::streamsize>(text.size()));
-    text.resize(static_cast<std::size_t>(in.gcount()));
     if (text.size() > options_.max_file_bytes) {
-      in.seekg(0, std::ios::end);
-      auto total = static_cast<std::size_t>(in.tellg());
       sources_->Add(path, "");
       sink_->Report(DiagId::kFileTooLarge, path, Span{},
-                    "file is " + std::to_string(total) + " bytes; the limit is " +
+                    "file is " + std::to_string(text.size()) + " bytes; the limit is " +
                         std::to_string(options_.max_file_bytes),
                     "split the policies into several files");
       program_->modules.push_back(std::move(module));
@@ -175,7 +167,34 @@ class Loader {
     return raw;
   }
 
+  // Serves `path` from memory instead of the file system (no imports).
+  void AddInMemory(const std::string& path, std::string text) {
+    in_memory_[path] = std::move(text);
+  }
+
  private:
+  // Reads at most one byte past the size limit: enough to know the limit is
+  // exceeded without reading a 50 MB file into memory. The size reported is
+  // the file's real size.
+  bool ReadBounded(const std::string& path, const std::string& importer, Span import_span,
+                   std::string* text) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) {
+      sink_->Report(DiagId::kUnreadableFile, importer.empty() ? path : importer,
+                    importer.empty() ? Span{} : import_span, "cannot read `" + path + "`");
+      return false;
+    }
+    text->resize(options_.max_file_bytes + 1);
+    in.read(text->data(), static_cast<std::streamsize>(text->size()));
+    text->resize(static_cast<std::size_t>(in.gcount()));
+    if (text->size() > options_.max_file_bytes) {
+      in.clear();
+      in.seekg(0, std::ios::end);
+      text->resize(static_cast<std::size_t>(in.tellg()), ' ');
+    }
+    return true;
+  }
+
   std::string StdlibList() const {
     std::string s;
     for (const std::string& p : options_.stdlib_paths) s += (s.empty() ? "" : ", ") + p;
@@ -203,7 +222,23 @@ class Loader {
   internal::Program* program_;
   std::map<std::string, internal::Module*> by_key_;
   std::set<std::string> loading_;
+  std::map<std::string, std::string> in_memory_;
 };
+
+LintResult Finish(internal::Program* program, internal::DiagnosticSink* sink,
+                  const std::vector<std::string>& files, const Options& options) {
+  internal::CheckResult checked = internal::CheckProgram(program, options, sink);
+  LintResult result;
+  result.files = files;
+  result.policies = std::move(checked.policies);
+  result.diagnostics = std::move(sink->diagnostics());
+  internal::SortAndCap(&result.diagnostics, options.max_errors, &result.suppressed_count);
+  for (const Diagnostic& d : result.diagnostics) {
+    if (d.severity == Severity::kError) ++result.error_count;
+    if (d.severity == Severity::kWarning) ++result.warning_count;
+  }
+  return result;
+}
 
 }  // namespace
 
@@ -213,18 +248,17 @@ LintResult Lint(const std::vector<std::string>& files, const Options& options,
   internal::Program program;
   Loader loader(options, sources, &sink, &program);
   for (const std::string& f : files) loader.Load(f, true, "", Span{});
-  internal::CheckResult checked = internal::CheckProgram(&program, options, &sink);
+  return Finish(&program, &sink, files, options);
+}
 
-  LintResult result;
-  result.files = files;
-  result.policies = std::move(checked.policies);
-  result.diagnostics = std::move(sink.diagnostics());
-  internal::SortAndCap(&result.diagnostics, options.max_errors, &result.suppressed_count);
-  for (const Diagnostic& d : result.diagnostics) {
-    if (d.severity == Severity::kError) ++result.error_count;
-    if (d.severity == Severity::kWarning) ++result.warning_count;
-  }
-  return result;
+LintResult LintText(const std::string& path, std::string_view text, const Options& options,
+                    SourceMap* sources) {
+  internal::DiagnosticSink sink;
+  internal::Program program;
+  Loader loader(options, sources, &sink, &program);
+  loader.AddInMemory(path, std::string(text));
+  loader.Load(path, true, "", Span{});
+  return Finish(&program, &sink, {path}, options);
 }
 
 }  // namespace kt

@@ -201,7 +201,8 @@ WS: [ \t\r\n]+ -> channel(HIDDEN);
 // generic token-recognition errors.
 UNTERMINATED_STRING: '"' (~["\\\r\n] | '\\' ~[\r\n])*;
 UNTERMINATED_REGEX: '/' (~[/\\\r\n*] | '\\' ~[\r\n]) (~[/\\\r\n] | '\\' ~[\r\n])*;
-UNTERMINATED_COMMENT: '/*' .*? EOF;
+// Cannot contain `*/`, so it only wins when the comment is never closed.
+UNTERMINATED_COMMENT: '/*' (~'*' | '*'+ ~[*/])* '*'* EOF;
 BAD_CHAR: .;
 
 fragment STRING_BODY: '"' (~["\\\r\n] | '\\' ~[\r\n])* '"';

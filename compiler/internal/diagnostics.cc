@@ -64,7 +64,7 @@ std::string SuggestName(const std::string& wrong, const std::vector<std::string>
     std::size_t d = EditDistance(wrong, c);
     // Allow roughly one edit per three characters, at least one.
     std::size_t limit = std::max<std::size_t>(1, std::max(wrong.size(), c.size()) / 3);
-    if (d <= limit && (best.empty() || d < best_distance)) {
+    if (d <= limit && d < wrong.size() && (best.empty() || d < best_distance)) {
       best = c;
       best_distance = d;
     }

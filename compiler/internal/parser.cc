@@ -292,6 +292,7 @@ void Parse::OnSyntaxError(antlr4::Recognizer* recognizer, antlr4::Token* offendi
                           ? "end of file"
                           : "`" + std::string(SpanText(span)) + "`";
   std::string help;
+  std::vector<std::string> expected_names;
   if (parser != nullptr) {
     antlr4::misc::IntervalSet expected = parser->getExpectedTokens();
     std::vector<std::string> names;
@@ -300,6 +301,7 @@ void Parse::OnSyntaxError(antlr4::Recognizer* recognizer, antlr4::Token* offendi
     }
     std::sort(names.begin(), names.end());
     names.erase(std::unique(names.begin(), names.end()), names.end());
+    expected_names = names;
     if (!names.empty() && names.size() <= 8) {
       help = "expected ";
       for (std::size_t i = 0; i < names.size(); ++i) {
@@ -311,12 +313,10 @@ void Parse::OnSyntaxError(antlr4::Recognizer* recognizer, antlr4::Token* offendi
     }
   }
   std::string message = "unexpected " + found;
-  if (msg.rfind("missing ", 0) == 0) {
-    // "missing '}' at 'x'": name what is missing, it is the actionable part.
-    auto at = msg.find(" at ");
-    std::string what = msg.substr(8, at == std::string::npos ? std::string::npos : at - 8);
-    if (what.size() >= 2 && what.front() == '\'') what = what.substr(1, what.size() - 2);
-    message = "missing `" + what + "` before " + found;
+  if (msg.rfind("missing ", 0) == 0 && !expected_names.empty()) {
+    // ANTLR inserted a token to recover: name what is missing.
+    message = "missing " + (expected_names.size() == 1 ? expected_names[0] : "a token") +
+              " before " + found;
   }
   sink_->Report(DiagId::kUnexpectedToken, path_, span, message, help);
 }
@@ -665,7 +665,17 @@ ExprPtr Parse::BuildExpr(KtpParser::ExprContext* ctx, int depth) {
   }
 
   ExprPtr node;
-  int node_depth = depth + static_cast<int>(spine.size());
+  // n-ary chains (and, or, |, ??) add one level however long they are.
+  int node_depth = depth;
+  bool counted_nary = false;
+  for (KtpParser::ExprContext* op : spine) {
+    bool nary = dynamic_cast<KtpParser::AndExprContext*>(op) != nullptr ||
+                dynamic_cast<KtpParser::OrExprContext*>(op) != nullptr ||
+                dynamic_cast<KtpParser::UnionExprContext*>(op) != nullptr ||
+                dynamic_cast<KtpParser::CoalesceExprContext*>(op) != nullptr;
+    if (!nary || !counted_nary) ++node_depth;
+    counted_nary = counted_nary || nary;
+  }
   if (auto* p = dynamic_cast<KtpParser::PrimaryExprContext*>(leaf)) {
     node = BuildPrimary(p->primary(), node_depth);
   } else if (auto* n = dynamic_cast<KtpParser::NotExprContext*>(leaf)) {
@@ -716,7 +726,6 @@ ExprPtr Parse::BuildExpr(KtpParser::ExprContext* ctx, int depth) {
         parent->children.push_back(std::move(rhs));
         node = std::move(parent);
       }
-      --node_depth;
       if (failed_) return node;
       continue;
     }

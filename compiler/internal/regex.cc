@@ -437,7 +437,7 @@ class RegexParser {
           Fail(open, pos_ - open, "missing closing `)`");
           return nullptr;
         }
-        if (!any) {
+        if (!any && Peek() == ')') {
           Fail(open, pos_ - open + 1, "empty flag group");
           return nullptr;
         }

@@ -1,0 +1,121 @@
+#!/usr/bin/env python3
+"""End-to-end tests of `kt policy lint` and `kt policy fmt`, run on the real
+binary from the repository root (ctest sets the working directory)."""
+import json
+import pathlib
+import shutil
+import subprocess
+import sys
+import tempfile
+
+KT = sys.argv[1]
+failures = []
+
+
+def run(*args, stdin=None):
+    return subprocess.run([KT, *args], capture_output=True, text=True, input=stdin, timeout=60)
+
+
+def check(name, cond, detail=""):
+    if cond:
+        print(f"ok   {name}")
+    else:
+        print(f"FAIL {name}\n{detail}")
+        failures.append(name)
+
+
+r = run("--version")
+check("--version prints the version", r.returncode == 0 and r.stdout.startswith("kt "), r.stdout)
+r = run("--help")
+check("--help lists the policy command", r.returncode == 0 and "policy" in r.stdout, r.stdout)
+
+r = run("policy", "lint", "examples/policies", "stdlib")
+check("lint examples and stdlib exits 0", r.returncode == 0, r.stdout + r.stderr)
+r = run("policy", "lint", "--strict", "examples/policies", "stdlib")
+check("lint --strict is clean on examples and stdlib", r.returncode == 0, r.stdout + r.stderr)
+
+with tempfile.TemporaryDirectory() as tmp:
+    src = pathlib.Path("examples/policies/quickstart.ktp").read_text()
+    assert "input.messages" in src
+    broken = pathlib.Path(tmp) / "quickstart.ktp"
+    broken.write_text(src.replace("input.messages", "input.mesages", 1))
+    lines = src.splitlines()
+    line_no = next(i for i, l in enumerate(lines, 1) if "input.messages" in l)
+    col = lines[line_no - 1].index("input.messages") + len("input.") + 1
+    r = run("policy", "lint", str(broken))
+    out = r.stdout
+    check("misspelled field exits 2", r.returncode == 2, out + r.stderr)
+    check("diagnostic has file:line:col and code",
+          f"{broken}:{line_no}:{col}: error[E0202]" in out, out)
+    check("diagnostic shows the source line", "input.mesages" in out.splitlines()[1], out)
+    caret_line = out.splitlines()[2]
+    check("caret sits under the misspelled field",
+          caret_line.split("| ", 1)[1].index("^") == col - 1 and "^^^^^^^" in caret_line, out)
+    check("help suggests messages", "did you mean `messages`?" in out, out)
+
+    r = run("policy", "lint", "--format", "json", str(broken))
+    data = json.loads(r.stdout)
+    check("json output parses and names the code",
+          r.returncode == 2 and data["diagnostics"][0]["code"] == "E0202", r.stdout)
+    r = run("policy", "lint", "--format", "sarif", str(broken))
+    sarif = json.loads(r.stdout)
+    lines_ok = all(
+        res["locations"][0]["physicalLocation"]["region"]["startLine"] == line_no
+        for res in sarif["runs"][0]["results"])
+    check("sarif has startLine on every result",
+          sarif["version"] == "2.1.0" and sarif["runs"][0]["results"] and lines_ok, r.stdout)
+
+    # Warnings: exit 0 normally, 1 under --strict.
+    warn = pathlib.Path(tmp) / "warn.ktp"
+    warn.write_text('pattern unused = /x/\npolicy "w" {\n  on input\n  then block\n}\n')
+    check("warnings alone exit 0", run("policy", "lint", str(warn)).returncode == 0)
+    check("warnings under --strict exit 1", run("policy", "lint", "--strict", str(warn)).returncode == 1)
+    check("missing path exits 2", run("policy", "lint", str(pathlib.Path(tmp) / "nope.ktp")).returncode == 2)
+
+    # Formatter: --check, --write, stdout, idempotency, comments.
+    messy = pathlib.Path(tmp) / "messy.ktp"
+    messy.write_text('// keep me\npolicy "m" { on input  // and me\n then block "x" }\n')
+    r = run("policy", "fmt", "--check", str(messy))
+    check("fmt --check lists unformatted files and exits 1",
+          r.returncode == 1 and str(messy) in r.stdout, r.stdout + r.stderr)
+    r = run("policy", "fmt", str(messy))
+    formatted = r.stdout
+    check("fmt prints to stdout and keeps comments",
+          r.returncode == 0 and "// keep me" in formatted and "// and me" in formatted, formatted)
+    check("fmt leaves the file alone by default", messy.read_text().startswith("// keep me\npolicy \"m\" { on"))
+    r = run("policy", "fmt", "--write", str(messy))
+    check("fmt --write rewrites in place", r.returncode == 0 and messy.read_text() == formatted)
+    check("fmt is idempotent", run("policy", "fmt", str(messy)).stdout == formatted)
+    check("fmt --check passes after --write", run("policy", "fmt", "--check", str(messy)).returncode == 0)
+    bad = pathlib.Path(tmp) / "bad.ktp"
+    bad.write_text('policy "b" {\n')
+    r = run("policy", "fmt", str(bad))
+    check("fmt refuses a file with syntax errors (exit 2)",
+          r.returncode == 2 and "E0101" in r.stderr, r.stderr)
+
+    # Limits: a 50 MB file and 100,000-deep nesting get diagnostics, not crashes.
+    big = pathlib.Path(tmp) / "big.ktp"
+    with open(big, "wb") as f:
+        f.write(b"a" * (50 * 1024 * 1024))
+    r = run("policy", "lint", str(big))
+    check("50 MB file gets E0002", r.returncode == 2 and "E0002" in r.stdout, r.stdout[:500])
+    deep = pathlib.Path(tmp) / "deep.ktp"
+    deep.write_text('policy "d" {\n  on input\n  when ' + "(" * 100000 + "true" + ")" * 100000 +
+                    "\n  then block\n}\n")
+    r = run("policy", "lint", str(deep))
+    check("100,000-deep nesting gets E0003", r.returncode == 2 and "E0003" in r.stdout, r.stdout[:500])
+    chain = pathlib.Path(tmp) / "chain.ktp"
+    chain.write_text('policy "c" {\n  on input\n  when ' + " and ".join(["input.stream"] * 20000) +
+                     "\n  then block\n}\n")
+    r = run("policy", "lint", str(chain))
+    check("a 20,000-operand condition is not 'nesting'", r.returncode == 0, r.stdout[:500])
+
+# Every .ktp in the repository is formatted.
+files = sorted(str(p) for p in pathlib.Path(".").rglob("*.ktp")
+               if not any(part.startswith("build") or part == "node_modules" for part in p.parts))
+r = run("policy", "fmt", "--check", *files)
+check(f"fmt --check passes on all {len(files)} repository .ktp files", r.returncode == 0,
+      r.stdout + r.stderr)
+
+print(f"{len(failures)} failed")
+sys.exit(1 if failures else 0)
