@@ -824,10 +824,14 @@ bool CharSet::Contains(uint32_t cp) const {
 }
 
 CharSet CharSet::CaseFolded() const {
+  // Walk only the orbit entries that fall inside the set's ranges: a literal
+  // costs a couple of map lookups, not a scan of every cased code point.
   CharSet out = *this;
-  for (const auto& [cp, others] : CaseOrbits()) {
-    if (!Contains(cp)) continue;
-    for (uint32_t o : others) out.Add(o, o);
+  const auto& orbits = CaseOrbits();
+  for (const CodeRange& r : ranges_) {
+    for (auto it = orbits.lower_bound(r.lo); it != orbits.end() && it->first <= r.hi; ++it) {
+      for (uint32_t o : it->second) out.Add(o, o);
+    }
   }
   return out;
 }
