@@ -26,6 +26,8 @@
 #include <string_view>
 #include <vector>
 
+#include "runtime/abi/automaton.h"
+
 namespace kt {
 
 // A half-open byte range [begin, end) within one source file.
@@ -73,6 +75,10 @@ struct Options {
   int max_repeat = 1000;
   // Directories searched for `import std.x` (the folder that contains std/).
   std::vector<std::string> stdlib_paths;
+  // Largest transition table of one DFA. A pattern set that would need more
+  // is split into several DFAs (reported); a single pattern that alone needs
+  // more is an error (E0405). Default 8 MiB.
+  std::size_t dfa_memory_budget = 8u << 20;
 };
 
 // Owns the text of every file a run has read, for rendering diagnostics.
@@ -158,6 +164,38 @@ struct DiagnosticCodeInfo {
   std::string_view title;
 };
 const std::vector<DiagnosticCodeInfo>& DiagnosticCodes();
+
+// ---------------------------------------------------------------- patterns
+
+struct PatternSource {
+  std::string regex;
+  std::string flags;  // "i", "s", "m" in any combination
+};
+
+struct PatternSetStats {
+  std::size_t nfa_states = 0;
+  std::size_t dfa_states = 0;            // forward DFA before minimisation
+  std::size_t dfa_states_minimized = 0;  // forward DFA after
+  std::size_t byte_classes = 0;
+  std::size_t memory_bytes = 0;  // all tables: forward, anchored, reverse
+  std::size_t groups = 0;        // DFAs the set was split into (1 = one DFA)
+  double compile_ms = 0;
+};
+
+struct CompiledPatterns {
+  bool ok = false;
+  // When !ok: which pattern, where in it, and why.
+  std::size_t error_pattern = 0;
+  std::size_t error_offset = 0;
+  std::string error;
+  abi::PatternSetTables tables;
+  PatternSetStats stats;
+};
+
+// Parses the regexes and compiles them into one multi-pattern automaton
+// (pattern ids are indexes into `patterns`).
+CompiledPatterns CompilePatterns(const std::vector<PatternSource>& patterns,
+                                 const Options& options);
 
 std::string_view Version();
 

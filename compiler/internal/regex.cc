@@ -530,7 +530,11 @@ class RegexParser {
         const CharSet& base = (c == 'd' || c == 'D')   ? DigitSet()
                               : (c == 'w' || c == 'W') ? WordSet()
                                                        : SpaceSet();
-        set->AddSet(std::isupper(static_cast<unsigned char>(c)) ? base.Negated() : base);
+        // As in RE2, fold first and negate after: (?i)\W must not gain the
+        // letters whose case partners (K for k, ſ for s) lie outside \w.
+        CharSet folded = flags_.case_insensitive ? base.CaseFolded() : base;
+        set->AddSet(std::isupper(static_cast<unsigned char>(c)) ? folded.Negated() : folded);
+        folded_ = true;
         return EscapeResult::kSet;
       }
       case 'p':
@@ -539,6 +543,7 @@ class RegexParser {
         CharSet s;
         if (!ParseUnicodeClass(start, c == 'P', &s)) return EscapeResult::kError;
         set->AddSet(s);
+        folded_ = true;
         return EscapeResult::kSet;
       }
       case 'a':
@@ -673,9 +678,10 @@ class RegexParser {
     CharSet set;
     AssertKind assertion{};
     std::string run;
+    folded_ = false;
     switch (ParseEscapeInto(false, &set, &assertion, &run)) {
       case EscapeResult::kSet:
-        return MakeChars(Fold(std::move(set)));
+        return MakeChars(folded_ ? std::move(set) : Fold(std::move(set)));
       case EscapeResult::kAssert:
         return MakeAssert(assertion);
       case EscapeResult::kLiteralRun: {
@@ -722,7 +728,8 @@ class RegexParser {
                  "unknown POSIX class `[:" + std::string(name) + ":]`");
             return nullptr;
           }
-          set.AddSet(neg ? posix->Negated() : *posix);
+          CharSet folded = Fold(*posix);
+          set.AddSet(neg ? folded.Negated() : folded);
           pos_ = close + 2;
           continue;
         }
@@ -733,13 +740,14 @@ class RegexParser {
         CharSet esc;
         AssertKind a{};
         std::string run;
+        folded_ = false;
         EscapeResult r = ParseEscapeInto(true, &esc, &a, &run);
         if (r == EscapeResult::kError) return nullptr;
         // A single code point may start a range; a class escape may not.
-        if (esc.ranges().size() == 1 && esc.ranges()[0].lo == esc.ranges()[0].hi) {
+        if (!folded_ && esc.ranges().size() == 1 && esc.ranges()[0].lo == esc.ranges()[0].hi) {
           lo = esc.ranges()[0].lo;
         } else {
-          set.AddSet(esc);
+          set.AddSet(folded_ ? esc : Fold(esc));
           continue;
         }
       } else {
@@ -769,9 +777,11 @@ class RegexParser {
           return nullptr;
         }
       }
-      set.Add(lo, hi);
+      // Each item is folded on its own, before the class is negated.
+      CharSet item;
+      item.Add(lo, hi);
+      set.AddSet(Fold(std::move(item)));
     }
-    if (flags_.case_insensitive) set = set.CaseFolded();
     if (negated) set = set.Negated();
     return MakeChars(std::move(set));
   }
@@ -780,6 +790,7 @@ class RegexParser {
   const RegexLimits& limits_;
   RegexFlags flags_;
   std::size_t pos_ = 0;
+  bool folded_ = false;  // the last escape's set is already case-folded
   std::optional<RegexError> error_;
 };
 

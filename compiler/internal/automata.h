@@ -1,0 +1,47 @@
+// Regex trees to automata: Thompson NFA over UTF-8 bytes, subset
+// construction into one DFA per pattern set, Hopcroft minimisation and
+// byte-class compression. The output is `abi::PatternSetTables`.
+#ifndef KT_COMPILER_INTERNAL_AUTOMATA_H_
+#define KT_COMPILER_INTERNAL_AUTOMATA_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "compiler/internal/regex.h"
+#include "runtime/abi/automaton.h"
+
+namespace kt::internal {
+
+struct AutomataLimits {
+  std::size_t dfa_memory_budget = 8u << 20;  // bytes per DFA (see Options)
+  std::size_t max_nfa_states = 1u << 20;
+};
+
+struct AutomataStats {
+  std::size_t nfa_states = 0;
+  std::size_t dfa_states = 0;            // forward DFA before minimisation, all groups
+  std::size_t dfa_states_minimized = 0;  // forward DFA after, all groups
+  std::size_t byte_classes = 0;          // forward DFA of the first group
+  std::size_t memory_bytes = 0;          // all tables of all groups
+  std::size_t groups = 0;
+  double compile_ms = 0;
+};
+
+struct AutomataResult {
+  bool ok = false;
+  std::string error;  // set when !ok: a single pattern exceeds a limit
+  abi::PatternSetTables tables;
+  AutomataStats stats;
+};
+
+// Compiles the patterns (ids are their indexes) into tables. Patterns that
+// together exceed the DFA budget are split into groups; a pattern that alone
+// exceeds it is an error naming the state count and bytes.
+AutomataResult BuildAutomata(const std::vector<const RegexNode*>& patterns,
+                             const AutomataLimits& limits);
+
+}  // namespace kt::internal
+
+#endif  // KT_COMPILER_INTERNAL_AUTOMATA_H_

@@ -1,0 +1,66 @@
+// The one small class around LLVM ORC LLJIT.
+//
+// Each PatternSet gets its own ResourceTracker in a process-wide LLJIT, so a
+// set's native code lives exactly as long as the set: destroying it removes
+// the code (hot reload is add-new, swap, remove-old).
+//
+// The emitted function scans bytes until it enters a state that reports a
+// match, or the input ends; the caller reports and resumes. Quiescent states
+// with few exits get a 16-byte vector skip loop that compares the input
+// against the exit bytes and jumps past everything else.
+#ifndef KT_RUNTIME_INTERNAL_JIT_H_
+#define KT_RUNTIME_INTERNAL_JIT_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "runtime/abi/automaton.h"
+
+namespace kt {
+
+// Returns the offset of the byte whose transition entered a match state, or
+// `n` if none did; `*state` holds the state after that byte (or at the end).
+using ScanFn = uint64_t (*)(const uint8_t* p, uint64_t n, uint32_t* state);
+
+class PatternJit {
+ public:
+  static std::unique_ptr<PatternJit> Compile(const abi::PatternSetTables& tables,
+                                             std::string* error);
+  ~PatternJit();
+
+  template <typename Report>
+  void ScanGroup(std::size_t group, std::string_view text, Report report) const {
+    const abi::Dfa& f = tables_->groups[group].forward;
+    ScanFn fn = fns_[group];
+    uint32_t s = f.start[abi::kCtxText];
+    const auto* p = reinterpret_cast<const uint8_t*>(text.data());
+    uint64_t n = text.size();
+    uint64_t i = 0;
+    while (i < n) {
+      uint64_t r = fn(p + i, n - i, &s);
+      if (r == n - i) break;
+      report(s);
+      i += r + 1;
+    }
+    s = f.Next(s, f.eot_class);
+    if (f.HasMatch(s)) report(s);
+  }
+
+  // The LLVM IR of the set's module, for `explain --llvm`.
+  const std::string& ir() const { return ir_; }
+
+ private:
+  PatternJit() = default;
+  const abi::PatternSetTables* tables_ = nullptr;
+  std::vector<ScanFn> fns_;
+  std::string ir_;
+  struct Handle;
+  std::unique_ptr<Handle> handle_;
+};
+
+}  // namespace kt
+
+#endif  // KT_RUNTIME_INTERNAL_JIT_H_

@@ -1,0 +1,113 @@
+// kt runtime facade: the only header other layers include from runtime/.
+//
+// Purpose. Scans text with compiled pattern sets: which patterns occur (one
+// pass, whatever the number of patterns), leftmost-longest non-overlapping
+// match spans, and a streaming scanner whose state carries across arbitrary
+// chunk boundaries.
+//
+// Ownership and thread-safety. A `PatternSet` is immutable after
+// construction and may be shared by any number of threads; it owns its
+// tables and, when JIT-compiled, its native code. A `StreamScanner` is one
+// stream's state: one thread at a time, and it must not outlive its set.
+//
+// Error channel. Scanning cannot fail: every input is valid (invalid UTF-8
+// simply matches nothing that needs a valid code point). JIT compilation
+// failure is reported by `PatternSet::Jit()` returning false; the set then
+// keeps scanning with the table interpreter.
+//
+// Cost. Occurrence scans and streaming are O(text) with no allocation.
+// Span extraction is O(text) per match in the worst case (as in RE2 and Rust's
+// regex), and O(text) in total for ordinary inputs.
+#ifndef KT_RUNTIME_RUNTIME_H_
+#define KT_RUNTIME_RUNTIME_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "runtime/abi/automaton.h"
+
+namespace kt {
+
+struct PatternMatch {
+  uint32_t pattern = 0;
+  std::size_t start = 0;
+  std::size_t end = 0;
+};
+
+class PatternJit;  // runtime/internal/jit.h
+
+class PatternSet {
+ public:
+  explicit PatternSet(abi::PatternSetTables tables);
+  ~PatternSet();
+  PatternSet(const PatternSet&) = delete;
+  PatternSet& operator=(const PatternSet&) = delete;
+
+  uint32_t num_patterns() const { return tables_.num_patterns; }
+  const abi::PatternSetTables& tables() const { return tables_; }
+
+  // Compiles the forward scan loops to native code with LLVM ORC. Returns
+  // false (and keeps the interpreter) if code generation fails.
+  bool Jit(std::string* error = nullptr);
+  bool jitted() const { return jit_ != nullptr; }
+  double jit_ms() const { return jit_ms_; }
+  // The generated LLVM IR (empty unless jitted).
+  std::string jit_ir() const;
+
+  // Sets bit `i` of `*matched` (resized to num_patterns) when pattern `i`
+  // occurs anywhere in `text`. Returns true if any pattern occurs.
+  bool Scan(std::string_view text, std::vector<bool>* matched) const;
+  // True if any pattern occurs; stops at the first match.
+  bool Contains(std::string_view text) const;
+
+  // The leftmost-longest match starting at or after `from`, if any.
+  bool FirstMatch(std::string_view text, std::size_t from, PatternMatch* out) const;
+  // Every leftmost-longest, non-overlapping match, in order.
+  std::vector<PatternMatch> AllMatches(std::string_view text) const;
+
+ private:
+  friend class StreamScanner;
+  abi::PatternSetTables tables_;
+  std::unique_ptr<PatternJit> jit_;
+  double jit_ms_ = 0;
+};
+
+// Streaming occurrence scanner. Feeding a text in any number of chunks
+// reports exactly the matches a single whole-buffer scan reports.
+class StreamScanner {
+ public:
+  explicit StreamScanner(const PatternSet* set);
+
+  struct MatchEnd {
+    uint32_t pattern;
+    std::size_t end;  // absolute offset in the stream
+  };
+
+  // Consumes the next chunk. Match ends are reported as soon as they are
+  // certain, which is one byte after they occur (or at Finish()).
+  void Feed(std::string_view chunk, std::vector<MatchEnd>* ends);
+  // Ends the stream: reports matches that end at the last byte.
+  void Finish(std::vector<MatchEnd>* ends);
+
+  // Bytes consumed so far.
+  std::size_t position() const { return position_; }
+  // The largest offset p at which no pattern had a partial match in
+  // progress: bytes before p can be released by a streaming evaluator
+  // without ever needing to be taken back.
+  std::size_t last_quiescent() const { return last_quiescent_; }
+
+ private:
+  const PatternSet* set_;
+  std::vector<uint32_t> states_;  // one per DFA group
+  std::size_t position_ = 0;
+  std::size_t last_quiescent_ = 0;
+  bool finished_ = false;
+};
+
+}  // namespace kt
+
+#endif  // KT_RUNTIME_RUNTIME_H_
