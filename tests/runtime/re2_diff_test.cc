@@ -55,7 +55,10 @@ class Generator {
       case 11:
         return "(" + Regex(depth - 1) + ")" + Quantifier();
       case 12:
-        return "(?i:" + Regex(depth - 1) + ")";
+        // (?i) is applied to whole regexes only (see Regex callers): RE2
+        // 2022-06-01 merges `[a ]|(?i:a)` into a class that loses the fold
+        // (it finds ` ` in "Ab " where `(?i:a)|[a ]` finds `A`).
+        return "(?:" + Regex(depth - 1) + ")";
       case 13:
         return Regex(depth - 1) + "$";
       case 14:
@@ -110,6 +113,7 @@ TEST(Re2Differential, SpansAgreeWithRe2LongestMatch) {
   int pairs = 0, matched = 0, compared = 0, failures = 0;
   for (int r = 0; r < regexes && failures < 10; ++r) {
     std::string regex = gen.Regex(3);
+    if (gen.Pick(4) == 0) regex = "(?i)" + regex;
     RE2 re2(regex, re2_options);
     if (!re2.ok()) continue;  // e.g. a repeat of an empty-width assertion
     CompiledPatterns c = CompilePatterns({PatternSource{regex, ""}}, Options{});
