@@ -37,6 +37,9 @@ void AddLimitFlags(CLI::App* cmd, CommonOptions* common) {
   cmd->add_option("--max-depth", common->compiler.max_nesting_depth,
                   "deepest accepted expression nesting")
       ->capture_default_str();
+  cmd->add_option("--dfa-budget", common->compiler.dfa_memory_budget,
+                  "largest transition table of one pattern DFA, in bytes")
+      ->capture_default_str();
 }
 
 int RunLint(const std::vector<std::string>& paths, const std::string& format, bool strict,

@@ -43,6 +43,7 @@ CompiledPatterns CompilePatterns(const std::vector<PatternSource>& patterns,
   out.stats.compile_ms = r.stats.compile_ms;
   if (!r.ok) {
     out.error = r.error;
+    out.error_pattern = r.failed_pattern;
     return out;
   }
   out.tables = std::move(r.tables);

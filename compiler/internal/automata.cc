@@ -23,6 +23,7 @@
 #include <algorithm>
 #include <chrono>
 #include <deque>
+#include <tuple>
 #include <numeric>
 #include <unordered_map>
 
@@ -388,13 +389,16 @@ class SubsetBuilder {
     // State 0 is the dead state: no threads, nothing matched.
     keys_.push_back(Key{{}, 0, {}, false});
     for (int ctx = 0; ctx < 4; ++ctx) {
-      std::vector<uint32_t> q = {nfa_.start};
-      start_[ctx] = Intern(std::move(q), static_cast<uint8_t>(ctx), {});
+      start_[ctx] = Intern({nfa_.start}, static_cast<uint8_t>(ctx), {});
     }
     std::vector<std::vector<uint32_t>> q_next(num_classes_);
     std::vector<uint32_t> matches[4];
     for (std::size_t s = 0; s < keys_.size(); ++s) {
-      if ((s + 1) * num_classes_ * sizeof(uint32_t) > budget_) return false;
+      if ((s + 1) * num_classes_ * sizeof(uint32_t) > budget_) {
+        *states_before_min = keys_.size();
+        over_budget_bytes_ = keys_.size() * num_classes_ * sizeof(uint32_t);
+        return false;
+      }
       if (s == 0 || keys_[s].final_state) {
         transitions_.insert(transitions_.end(), num_classes_, 0);
         continue;
@@ -460,18 +464,33 @@ class SubsetBuilder {
     for (uint8_t sig : class_sig_) sig_present_[sig] = true;
   }
 
-  uint32_t Intern(std::vector<uint32_t> q, uint8_t ctx, std::vector<uint32_t> matches,
-                  bool final_state = false) {
+  static uint64_t HashKey(const std::vector<uint32_t>& q, uint8_t ctx,
+                          const std::vector<uint32_t>& matches, bool final_state) {
+    uint64_t h = 1469598103934665603ull ^ (static_cast<uint64_t>(ctx) << 1) ^ final_state;
+    for (uint32_t x : q) h = (h ^ x) * 1099511628211ull;
+    h = (h ^ 0xfffffffful) * 1099511628211ull;
+    for (uint32_t x : matches) h = (h ^ x) * 1099511628211ull;
+    return h;
+  }
+
+  // Finds or adds the state (q, ctx, matches). Lookups of existing states,
+  // by far the common case, allocate nothing.
+  uint32_t Intern(const std::vector<uint32_t>& q, uint8_t ctx,
+                  const std::vector<uint32_t>& matches, bool final_state = false) {
     if (q.empty() && matches.empty()) return 0;
     if (q.empty()) ctx = 0;
-    std::vector<uint32_t> key = q;
-    key.push_back(UINT32_MAX);
-    key.push_back(ctx);
-    key.push_back(final_state ? 1 : 0);
-    key.insert(key.end(), matches.begin(), matches.end());
-    auto [it, inserted] = ids_.emplace(std::move(key), static_cast<uint32_t>(keys_.size()));
-    if (inserted) keys_.push_back(Key{std::move(q), ctx, std::move(matches), final_state});
-    return it->second;
+    uint64_t h = HashKey(q, ctx, matches, final_state);
+    auto& bucket = ids_[h];
+    for (uint32_t id : bucket) {
+      const Key& k = keys_[id];
+      if (k.ctx == ctx && k.final_state == final_state && k.q == q && k.matches == matches) {
+        return id;
+      }
+    }
+    uint32_t id = static_cast<uint32_t>(keys_.size());
+    keys_.push_back(Key{q, ctx, matches, final_state});
+    bucket.push_back(id);
+    return id;
   }
 
   // Computes every class's successor at once. The closure depends only on
@@ -588,6 +607,11 @@ class SubsetBuilder {
   const Nfa& nfa_;
   bool unanchored_;
   std::size_t budget_;
+
+ public:
+  std::size_t over_budget_bytes_ = 0;
+
+ private:
   std::array<uint8_t, 256> byte_class_{};
   std::vector<uint32_t> representative_;
   std::vector<uint8_t> class_ctx_;
@@ -597,7 +621,7 @@ class SubsetBuilder {
   uint32_t num_classes_ = 0;
   std::array<uint32_t, 4> start_{};
   std::vector<Key> keys_;
-  std::unordered_map<std::vector<uint32_t>, uint32_t, VectorHash> ids_;
+  std::unordered_map<uint64_t, std::vector<uint32_t>> ids_;
   std::vector<uint32_t> transitions_;
   std::vector<uint32_t> mark_;
   uint32_t generation_ = 0;
@@ -755,17 +779,34 @@ GroupStatus BuildGroup(const std::vector<const RegexNode*>& patterns, const Auto
                        abi::DfaGroup* group, AutomataStats* stats) {
   Nfa fwd, rev;
   if (!BuildNfa(patterns, false, limits.max_nfa_states, &fwd) ||
-      !BuildNfa(patterns, true, limits.max_nfa_states, &rev)) {
+      (!limits.check_only && !BuildNfa(patterns, true, limits.max_nfa_states, &rev))) {
     return GroupStatus::kNfaTooLarge;
   }
   stats->nfa_states += fwd.states.size();
   std::size_t before = 0, ignored = 0;
+  if (limits.check_only) {
+    SubsetBuilder f(fwd, true, limits.dfa_memory_budget);
+    if (!f.Run(&group->forward, &before)) {
+      stats->dfa_states = before;
+      stats->memory_bytes = f.over_budget_bytes_;
+      return GroupStatus::kOverBudget;
+    }
+    stats->dfa_states += before;
+    stats->dfa_states_minimized += before;
+    return GroupStatus::kOk;
+  }
   SubsetBuilder f(fwd, true, limits.dfa_memory_budget);
-  if (!f.Run(&group->forward, &before)) return GroupStatus::kOverBudget;
   SubsetBuilder a(fwd, false, limits.dfa_memory_budget);
-  if (!a.Run(&group->anchored, &ignored)) return GroupStatus::kOverBudget;
   SubsetBuilder r(rev, true, limits.dfa_memory_budget);
-  if (!r.Run(&group->reverse, &ignored)) return GroupStatus::kOverBudget;
+  for (auto [builder, dfa, count] : {std::tuple{&f, &group->forward, &before},
+                                     std::tuple{&a, &group->anchored, &ignored},
+                                     std::tuple{&r, &group->reverse, &ignored}}) {
+    if (!builder->Run(dfa, count)) {
+      stats->dfa_states = *count;
+      stats->memory_bytes = builder->over_budget_bytes_;
+      return GroupStatus::kOverBudget;
+    }
+  }
   stats->dfa_states += before;
   for (abi::Dfa* d : {&group->forward, &group->anchored, &group->reverse}) {
     Minimize(d);
@@ -794,8 +835,11 @@ bool BuildGroups(const std::vector<const RegexNode*>& patterns, const std::vecto
     return false;
   }
   if (patterns.size() == 1) {
-    result->error = "pattern " + std::to_string(ids[0]) + " alone needs a DFA larger than the " +
+    result->error = "pattern needs more than " + std::to_string(stats.dfa_states) +
+                    " DFA states (" + std::to_string(stats.memory_bytes) +
+                    " bytes of transitions), over the " +
                     std::to_string(limits.dfa_memory_budget) + "-byte budget";
+    result->failed_pattern = ids[0];
     return false;
   }
   // Over budget: split the set in two and try each half.

@@ -17,6 +17,9 @@ namespace kt::internal {
 struct AutomataLimits {
   std::size_t dfa_memory_budget = 8u << 20;  // bytes per DFA (see Options)
   std::size_t max_nfa_states = 1u << 20;
+  // Build only the unminimised forward DFA: enough to check the budget
+  // (the lint path), not enough to scan.
+  bool check_only = false;
 };
 
 struct AutomataStats {
@@ -32,6 +35,7 @@ struct AutomataStats {
 struct AutomataResult {
   bool ok = false;
   std::string error;  // set when !ok: a single pattern exceeds a limit
+  uint32_t failed_pattern = 0;
   abi::PatternSetTables tables;
   AutomataStats stats;
 };

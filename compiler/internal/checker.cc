@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <functional>
 
+#include "compiler/internal/automata.h"
 #include "compiler/internal/regex.h"
 
 namespace kt::internal {
@@ -128,6 +129,15 @@ class Checker {
   std::map<const Expr*, bool> monotone_;
   CheckResult result_;
 
+  // Pattern trees: owned per literal expression, and per pattern declaration
+  // the list of trees its union denotes. Names resolve through `resolved_`.
+  std::map<const Expr*, std::unique_ptr<RegexNode>> literal_trees_;
+  std::map<const Decl*, std::vector<const RegexNode*>> decl_trees_;
+  std::map<const Expr*, std::pair<Module*, const Decl*>> resolved_;
+  void CollectTrees(Module* m, const Expr& e, std::vector<const RegexNode*>* out);
+  void CompileCheck(Module* m, Span span, const std::string& what,
+                    const std::vector<const RegexNode*>& trees);
+
   struct PolicyRef {
     Module* module;
     const PolicyDecl* decl;
@@ -192,7 +202,13 @@ const Type* Checker::DeclType(Module* m, const Decl* d) {
   if (d->kind == DeclKind::kPattern) {
     const Expr& value = *d->pattern->value;
     t = CheckPatternOperand(m, value, &env);
-    if (!IsError(t)) t = types_.pattern();
+    if (!IsError(t)) {
+      t = types_.pattern();
+      std::vector<const RegexNode*> trees;
+      CollectTrees(m, value, &trees);
+      decl_trees_[d] = trees;
+      CompileCheck(m, d->pattern->name.span, "pattern `" + d->pattern->name.text + "`", trees);
+    }
   } else {
     const Expr& value = *d->let->value;
     t = Check(m, value, &env);
@@ -737,6 +753,7 @@ const Type* Checker::CheckName(Module* m, const Expr& e, Env* env) {
   }
   if (auto it = m->symbols.find(n); it != m->symbols.end()) {
     m->used_symbols.insert(it->second);
+    resolved_[&e] = {m, it->second};
     return DeclType(m, it->second);
   }
   const Type* root = nullptr;
@@ -823,6 +840,7 @@ bool Checker::QualifiedMember(Module* m, const Expr& e, Env* env, const Type** o
         return true;
       }
       target->used_symbols.insert(sym->second);
+      resolved_[&e] = {target, sym->second};
       *out = DeclType(target, sym->second);
       return true;
     }
@@ -923,7 +941,98 @@ const Type* Checker::CheckPatternOperand(Module* m, const Expr& e, Env* env) {
     Report(m, DiagId::kEmptyMatch, e.span, "the empty literal matches every text");
     return types_.error();
   }
+  if (e.kind == ExprKind::kRegex && env->context != Context::kConstant && !sink_->HasErrors()) {
+    std::vector<const RegexNode*> trees;
+    CollectTrees(m, e, &trees);
+    CompileCheck(m, e.span, "regex", trees);
+  }
   return types_.pattern();
+}
+
+void Checker::CollectTrees(Module* m, const Expr& e, std::vector<const RegexNode*>* out) {
+  switch (e.kind) {
+    case ExprKind::kParen:
+    case ExprKind::kUnion:
+      for (const ExprPtr& c : e.children) CollectTrees(m, *c, out);
+      return;
+    case ExprKind::kName:
+    case ExprKind::kField: {
+      auto it = resolved_.find(&e);
+      if (it == resolved_.end()) return;
+      const Decl* d = it->second.second;
+      if (d->kind == DeclKind::kPattern) {
+        auto trees = decl_trees_.find(d);
+        if (trees != decl_trees_.end()) out->insert(out->end(), trees->second.begin(), trees->second.end());
+      } else if (d->kind == DeclKind::kLet) {
+        CollectTrees(it->second.first, *d->let->value, out);
+      }
+      return;
+    }
+    default:
+      break;
+  }
+  auto& slot = literal_trees_[&e];
+  if (slot == nullptr) {
+    if (e.kind == ExprKind::kRegex) {
+      RegexFlags flags;
+      if (ParseRegexFlags(e.flags, &flags) != std::string_view::npos) return;
+      RegexLimits limits;
+      limits.max_bytes = options_.max_regex_bytes;
+      limits.max_repeat = options_.max_repeat;
+      limits.max_depth = options_.max_nesting_depth;
+      ParsedRegex parsed = ParseRegex(e.text, flags, limits);
+      if (parsed.error) return;
+      slot = std::move(parsed.root);
+    } else if (e.kind == ExprKind::kString || e.kind == ExprKind::kIString) {
+      slot = LiteralRegex(e.text, e.kind == ExprKind::kIString);
+    } else if (e.kind == ExprKind::kCall && e.text == "words") {
+      // words("a", "b"): \b(a|b)\b, case-insensitive.
+      auto alt = std::make_unique<RegexNode>();
+      alt->kind = RegexKind::kAlt;
+      for (const ExprPtr& w : e.children) alt->children.push_back(LiteralRegex(w->text, true));
+      auto concat = std::make_unique<RegexNode>();
+      concat->kind = RegexKind::kConcat;
+      for (int side = 0; side < 3; ++side) {
+        if (side == 1) {
+          concat->children.push_back(std::move(alt));
+          continue;
+        }
+        auto b = std::make_unique<RegexNode>();
+        b->kind = RegexKind::kAssert;
+        b->assertion = AssertKind::kWordBoundary;
+        concat->children.push_back(std::move(b));
+      }
+      slot = std::move(concat);
+    } else {
+      return;
+    }
+  }
+  out->push_back(slot.get());
+}
+
+// Builds the automaton now, at lint time, so a pattern that would blow the
+// DFA memory budget is reported with its size where it is written.
+void Checker::CompileCheck(Module* m, Span span, const std::string& what,
+                           const std::vector<const RegexNode*>& trees) {
+  if (trees.empty()) return;
+  AutomataLimits limits;
+  limits.dfa_memory_budget = options_.dfa_memory_budget;
+  limits.check_only = true;
+  AutomataResult r = BuildAutomata(trees, limits);
+  if (!r.ok) {
+    Report(m, DiagId::kRegexTooLarge, span, what + ": " + r.error,
+           "a count over a class that can also start a new match makes the DFA track every "
+           "start; narrow the class or the count, split the pattern, or raise `--dfa-budget`");
+    return;
+  }
+  if (r.stats.groups > 1) {
+    Report(m, DiagId::kPatternSetSplit, span,
+           what + " is split into " + std::to_string(r.stats.groups) + " DFAs: " +
+               std::to_string(r.stats.dfa_states_minimized) + " states, " +
+               std::to_string(r.stats.memory_bytes) + " bytes",
+           "one DFA would exceed the " + std::to_string(options_.dfa_memory_budget) +
+               "-byte budget; each text is now scanned once per DFA");
+  }
 }
 
 bool Checker::IsConstant(Module* m, const Expr& e, const Env& env) const {

@@ -65,29 +65,14 @@ llvm::Function* EmitScan(llvm::Module& m, const abi::Dfa& d, const std::string& 
   auto* ptr = b.getPtrTy();
   (void)i1;
 
-  // Tables as private constants.
-  std::vector<uint32_t> next(d.next.begin(), d.next.end());
-  auto* next_arr = llvm::ConstantDataArray::get(ctx, next);
-  auto* next_g = new llvm::GlobalVariable(m, next_arr->getType(), true,
-                                          llvm::GlobalValue::PrivateLinkage, next_arr,
-                                          name + ".next");
-  std::vector<uint8_t> cls(d.byte_class.begin(), d.byte_class.end());
-  auto* cls_arr = llvm::ConstantDataArray::get(ctx, cls);
-  auto* cls_g = new llvm::GlobalVariable(m, cls_arr->getType(), true,
-                                         llvm::GlobalValue::PrivateLinkage, cls_arr,
-                                         name + ".class");
-  std::vector<uint8_t> flag(d.num_states);
-  for (uint32_t s = 0; s < d.num_states; ++s) flag[s] = d.HasMatch(s) ? 1 : 0;
-  auto* flag_arr = llvm::ConstantDataArray::get(ctx, flag);
-  auto* flag_g = new llvm::GlobalVariable(m, flag_arr->getType(), true,
-                                          llvm::GlobalValue::PrivateLinkage, flag_arr,
-                                          name + ".match");
-
-  auto* fty = llvm::FunctionType::get(i64, {ptr, i64, ptr}, false);
+  auto* fty = llvm::FunctionType::get(i64, {ptr, i64, ptr, ptr, ptr, ptr}, false);
   auto* fn = llvm::Function::Create(fty, llvm::Function::ExternalLinkage, name, m);
   llvm::Value* p = fn->getArg(0);
   llvm::Value* n = fn->getArg(1);
   llvm::Value* state_ptr = fn->getArg(2);
+  llvm::Value* next_g = fn->getArg(3);
+  llvm::Value* cls_g = fn->getArg(4);
+  llvm::Value* flag_g = fn->getArg(5);
   fn->addParamAttr(0, llvm::Attribute::NoAlias);
   fn->addParamAttr(2, llvm::Attribute::NoAlias);
 
@@ -213,6 +198,10 @@ std::unique_ptr<PatternJit> PatternJit::Compile(const abi::PatternSetTables& tab
   auto module = std::make_unique<llvm::Module>("kt_patterns_" + std::to_string(id), *ctx);
   std::vector<std::string> names;
   for (std::size_t g = 0; g < tables.groups.size(); ++g) {
+    const abi::Dfa& f = tables.groups[g].forward;
+    std::vector<uint8_t> flags(f.num_states);
+    for (uint32_t s = 0; s < f.num_states; ++s) flags[s] = f.HasMatch(s) ? 1 : 0;
+    result->flags_.push_back(std::move(flags));
     names.push_back("kt_scan_" + std::to_string(id) + "_" + std::to_string(g));
     EmitScan(*module, tables.groups[g].forward, names.back());
   }

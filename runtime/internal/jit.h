@@ -23,7 +23,10 @@ namespace kt {
 
 // Returns the offset of the byte whose transition entered a match state, or
 // `n` if none did; `*state` holds the state after that byte (or at the end).
-using ScanFn = uint64_t (*)(const uint8_t* p, uint64_t n, uint32_t* state);
+// The tables are passed in rather than embedded in the code, so code size and
+// JIT time do not grow with the automaton.
+using ScanFn = uint64_t (*)(const uint8_t* p, uint64_t n, uint32_t* state, const uint32_t* next,
+                            const uint8_t* byte_class, const uint8_t* match_flag);
 
 class PatternJit {
  public:
@@ -40,7 +43,7 @@ class PatternJit {
     uint64_t n = text.size();
     uint64_t i = 0;
     while (i < n) {
-      uint64_t r = fn(p + i, n - i, &s);
+      uint64_t r = fn(p + i, n - i, &s, f.next.data(), f.byte_class.data(), flags_[group].data());
       if (r == n - i) break;
       report(s);
       i += r + 1;
@@ -56,6 +59,7 @@ class PatternJit {
   PatternJit() = default;
   const abi::PatternSetTables* tables_ = nullptr;
   std::vector<ScanFn> fns_;
+  std::vector<std::vector<uint8_t>> flags_;  // per group: 1 for states that report a match
   std::string ir_;
   struct Handle;
   std::unique_ptr<Handle> handle_;

@@ -53,6 +53,7 @@ std::string RunCase(const fs::path& file) {
         long value = std::stol(item.substr(eq + 1));
         if (key == "max_file_bytes") options.max_file_bytes = static_cast<std::size_t>(value);
         if (key == "max_errors") options.max_errors = static_cast<int>(value);
+        if (key == "dfa_budget") options.dfa_memory_budget = static_cast<std::size_t>(value);
       }
     } else if (line.rfind("// extra-path:", 0) == 0) {
       paths.push_back(line.substr(15));
