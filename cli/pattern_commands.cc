@@ -113,7 +113,7 @@ void AddPatternCommands(CLI::App* app, CommonOptions* common, int* exit_code) {
               << st.dfa_states_minimized << " (minimised)\n"
               << "byte classes:     " << st.byte_classes << " (+1 end of text)\n"
               << "dfas:             " << st.groups
-              << (st.groups > 1 ? " (split: one DFA would exceed the memory budget)" : "") << "\n"
+              << (st.groups > 1 ? " (split: together the patterns would multiply DFA states)" : "") << "\n"
               << "memory:           " << st.memory_bytes << " bytes (forward, anchored, reverse)\n"
               << "compile:          " << st.compile_ms << " ms\n";
     if (jitted) {

@@ -378,8 +378,9 @@ struct VectorHash {
 
 class SubsetBuilder {
  public:
-  SubsetBuilder(const Nfa& nfa, bool unanchored, std::size_t budget)
-      : nfa_(nfa), unanchored_(unanchored), budget_(budget) {
+  SubsetBuilder(const Nfa& nfa, bool unanchored, std::size_t budget,
+                std::size_t max_states = SIZE_MAX)
+      : nfa_(nfa), unanchored_(unanchored), budget_(budget), max_states_(max_states) {
     mark_.assign(nfa.states.size(), 0);
     ComputeClasses();
   }
@@ -394,9 +395,11 @@ class SubsetBuilder {
     std::vector<std::vector<uint32_t>> q_next(num_classes_);
     std::vector<uint32_t> matches[4];
     for (std::size_t s = 0; s < keys_.size(); ++s) {
-      if ((s + 1) * num_classes_ * sizeof(uint32_t) > budget_) {
+      bool over_bytes = (s + 1) * num_classes_ * sizeof(uint32_t) > budget_;
+      if (over_bytes || s + 1 > max_states_) {
         *states_before_min = keys_.size();
         over_budget_bytes_ = keys_.size() * num_classes_ * sizeof(uint32_t);
+        budget_exceeded_ = over_bytes;
         return false;
       }
       if (s == 0 || keys_[s].final_state) {
@@ -607,9 +610,11 @@ class SubsetBuilder {
   const Nfa& nfa_;
   bool unanchored_;
   std::size_t budget_;
+  std::size_t max_states_;
 
  public:
   std::size_t over_budget_bytes_ = 0;
+  bool budget_exceeded_ = false;  // the byte budget, not a state cap, stopped it
 
  private:
   std::array<uint8_t, 256> byte_class_{};
@@ -785,10 +790,11 @@ GroupStatus BuildGroup(const std::vector<const RegexNode*>& patterns, const Auto
   stats->nfa_states += fwd.states.size();
   std::size_t before = 0, ignored = 0;
   if (limits.check_only) {
-    SubsetBuilder f(fwd, true, limits.dfa_memory_budget);
+    SubsetBuilder f(fwd, true, limits.dfa_memory_budget, limits.max_dfa_states);
     if (!f.Run(&group->forward, &before)) {
       stats->dfa_states = before;
       stats->memory_bytes = f.over_budget_bytes_;
+      stats->budget_exceeded = f.budget_exceeded_;
       return GroupStatus::kOverBudget;
     }
     stats->dfa_states += before;
@@ -804,6 +810,7 @@ GroupStatus BuildGroup(const std::vector<const RegexNode*>& patterns, const Auto
     if (!builder->Run(dfa, count)) {
       stats->dfa_states = *count;
       stats->memory_bytes = builder->over_budget_bytes_;
+      stats->budget_exceeded = true;
       return GroupStatus::kOverBudget;
     }
   }
@@ -816,8 +823,8 @@ GroupStatus BuildGroup(const std::vector<const RegexNode*>& patterns, const Auto
   return GroupStatus::kOk;
 }
 
-bool BuildGroups(const std::vector<const RegexNode*>& patterns, const std::vector<uint32_t>& ids,
-                 const AutomataLimits& limits, AutomataResult* result) {
+bool BuildOne(const std::vector<const RegexNode*>& patterns, const std::vector<uint32_t>& ids,
+              const AutomataLimits& limits, AutomataResult* result) {
   abi::DfaGroup group;
   AutomataStats stats;
   GroupStatus status = BuildGroup(patterns, limits, &group, &stats);
@@ -842,13 +849,72 @@ bool BuildGroups(const std::vector<const RegexNode*>& patterns, const std::vecto
     result->failed_pattern = ids[0];
     return false;
   }
-  // Over budget: split the set in two and try each half.
+  // Still over budget: halve.
+  result->stats.budget_exceeded = true;
   std::size_t half = patterns.size() / 2;
   std::vector<const RegexNode*> a(patterns.begin(), patterns.begin() + half);
   std::vector<const RegexNode*> b(patterns.begin() + half, patterns.end());
   std::vector<uint32_t> ia(ids.begin(), ids.begin() + half);
   std::vector<uint32_t> ib(ids.begin() + half, ids.end());
-  return BuildGroups(a, ia, limits, result) && BuildGroups(b, ib, limits, result);
+  return BuildOne(a, ia, limits, result) && BuildOne(b, ib, limits, result);
+}
+
+// Forward-DFA state count of `patterns` if it stays within `max_states`
+// (and the budget); 0 otherwise.
+std::size_t ProbeStates(const std::vector<const RegexNode*>& patterns, const AutomataLimits& limits,
+                        std::size_t max_states, bool* budget_exceeded = nullptr) {
+  AutomataLimits probe = limits;
+  probe.check_only = true;
+  probe.max_dfa_states = max_states;
+  abi::DfaGroup group;
+  AutomataStats stats;
+  if (BuildGroup(patterns, probe, &group, &stats) != GroupStatus::kOk) {
+    if (budget_exceeded != nullptr) *budget_exceeded = stats.budget_exceeded;
+    return 0;
+  }
+  return stats.dfa_states;
+}
+
+// Patterns that are in progress at the same time multiply DFA states: a
+// digit pattern and a card-number pattern together can need far more states
+// than both apart. So a set is first tried whole, capped at a few times the
+// sum of its members' own sizes; if it explodes, it is regrouped greedily,
+// adding each pattern to the current group only while the merged automaton
+// stays within that factor. Each group is then one DFA, scanned in turn.
+bool BuildGroups(const std::vector<const RegexNode*>& patterns, const std::vector<uint32_t>& ids,
+                 const AutomataLimits& limits, AutomataResult* result) {
+  constexpr std::size_t kGrowth = 4;
+  if (patterns.size() == 1) return BuildOne(patterns, ids, limits, result);
+  std::vector<std::size_t> alone(patterns.size());
+  std::size_t sum = 0;
+  for (std::size_t i = 0; i < patterns.size(); ++i) {
+    alone[i] = ProbeStates({patterns[i]}, limits, SIZE_MAX);
+    if (alone[i] == 0) return BuildOne({patterns[i]}, {ids[i]}, limits, result);  // reports it
+    sum += alone[i];
+  }
+  if (ProbeStates(patterns, limits, kGrowth * sum + 16) != 0) {
+    return BuildOne(patterns, ids, limits, result);
+  }
+  std::vector<const RegexNode*> group = {patterns[0]};
+  std::vector<uint32_t> group_ids = {ids[0]};
+  std::size_t group_sum = alone[0];
+  for (std::size_t i = 1; i < patterns.size(); ++i) {
+    std::vector<const RegexNode*> trial = group;
+    trial.push_back(patterns[i]);
+    bool over_budget = false;
+    if (ProbeStates(trial, limits, kGrowth * (group_sum + alone[i]) + 16, &over_budget) != 0) {
+      group = std::move(trial);
+      group_ids.push_back(ids[i]);
+      group_sum += alone[i];
+      continue;
+    }
+    if (over_budget) result->stats.budget_exceeded = true;
+    if (!BuildOne(group, group_ids, limits, result)) return false;
+    group = {patterns[i]};
+    group_ids = {ids[i]};
+    group_sum = alone[i];
+  }
+  return BuildOne(group, group_ids, limits, result);
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstddef>
 #include <string>
 #include <vector>
 
@@ -20,6 +21,8 @@ struct AutomataLimits {
   // Build only the unminimised forward DFA: enough to check the budget
   // (the lint path), not enough to scan.
   bool check_only = false;
+  // With check_only: give up beyond this many states.
+  std::size_t max_dfa_states = SIZE_MAX;
 };
 
 struct AutomataStats {
@@ -29,6 +32,9 @@ struct AutomataStats {
   std::size_t byte_classes = 0;          // forward DFA of the first group
   std::size_t memory_bytes = 0;          // all tables of all groups
   std::size_t groups = 0;
+  // True when the memory budget (not only the growth heuristic) forced a
+  // split: that is worth a diagnostic, the heuristic alone is not.
+  bool budget_exceeded = false;
   double compile_ms = 0;
 };
 

@@ -1025,7 +1025,7 @@ void Checker::CompileCheck(Module* m, Span span, const std::string& what,
            "start; narrow the class or the count, split the pattern, or raise `--dfa-budget`");
     return;
   }
-  if (r.stats.groups > 1) {
+  if (r.stats.groups > 1 && r.stats.budget_exceeded) {
     Report(m, DiagId::kPatternSetSplit, span,
            what + " is split into " + std::to_string(r.stats.groups) + " DFAs: " +
                std::to_string(r.stats.dfa_states_minimized) + " states, " +

@@ -1,6 +1,21 @@
+// Native scan loops for pattern-set DFAs.
+//
+// The ABI tables are re-laid for the generated code: states are renumbered
+// so that every state that reports a match comes after every state that does
+// not, and transitions hold premultiplied row offsets (state * classes). One
+// step is then: load the byte, load its class, add, load the next offset,
+// and compare it with the first match offset; no multiply, no flag table.
+// The main loop does four steps per bounds check.
+//
+// Quiescent states that most bytes leave unchanged get a skip loop over 16
+// bytes at a time: for up to six exit bytes, one vector compare per exit
+// byte; for more, the "shufti" technique (two 16-entry nibble tables and two
+// byte shuffles classify 16 bytes at once) when the exit set fits in eight
+// nibble buckets.
 #include "runtime/internal/jit.h"
 
 #include <atomic>
+#include <map>
 #include <mutex>
 
 #include "llvm/ExecutionEngine/Orc/LLJIT.h"
@@ -8,16 +23,17 @@
 #include "llvm/IR/Constants.h"
 #include "llvm/IR/IRBuilder.h"
 #include "llvm/IR/Intrinsics.h"
+#include "llvm/IR/IntrinsicsX86.h"
 #include "llvm/IR/LLVMContext.h"
 #include "llvm/IR/Module.h"
 #include "llvm/IR/Verifier.h"
 #include "llvm/Support/TargetSelect.h"
 #include "llvm/Support/raw_ostream.h"
+#include "llvm/TargetParser/Host.h"
 
 namespace kt {
 namespace {
 
-// Exit-byte sets up to this size get the vector skip loop.
 constexpr std::size_t kMaxVectorExits = 6;
 constexpr unsigned kVectorWidth = 16;
 
@@ -34,6 +50,8 @@ class Engine {
       } else {
         e->jit_ = std::move(*jit);
       }
+      auto features = llvm::sys::getHostCPUFeatures();
+      e->ssse3_ = features.lookup("ssse3");
       return e;
     }();
     if (engine->jit_ == nullptr) {
@@ -44,43 +62,67 @@ class Engine {
   }
   llvm::orc::LLJIT& jit() { return *jit_; }
   std::mutex& mutex() { return mutex_; }
+  bool ssse3() const { return ssse3_; }
 
  private:
   std::unique_ptr<llvm::orc::LLJIT> jit_;
   std::string error_;
   std::mutex mutex_;
+  bool ssse3_ = false;
 };
 
 std::atomic<uint64_t> next_module_id{0};
 
-// Emits `uint64_t name(const uint8_t* p, uint64_t n, uint32_t* state)`.
-llvm::Function* EmitScan(llvm::Module& m, const abi::Dfa& d, const std::string& name) {
+// Assigns one bucket bit per distinct low-nibble set among the exit bytes'
+// high nibbles. Returns false if more than eight buckets are needed.
+bool BuildShufti(const std::vector<uint8_t>& exits, Accel* a) {
+  std::array<uint16_t, 16> lows_by_high{};
+  for (uint8_t e : exits) lows_by_high[e >> 4] |= static_cast<uint16_t>(1u << (e & 15));
+  std::map<uint16_t, int> bucket;
+  for (int h = 0; h < 16; ++h) {
+    uint16_t lows = lows_by_high[h];
+    if (lows == 0) continue;
+    auto it = bucket.find(lows);
+    if (it == bucket.end()) {
+      if (bucket.size() == 8) return false;
+      it = bucket.emplace(lows, static_cast<int>(bucket.size())).first;
+    }
+    uint8_t bit = static_cast<uint8_t>(1u << it->second);
+    a->lut_hi[h] |= bit;
+    for (int l = 0; l < 16; ++l) {
+      if (lows & (1u << l)) a->lut_lo[l] |= bit;
+    }
+  }
+  a->shufti = true;
+  return true;
+}
+
+// Emits `uint64_t name(p, n, state*, next, byte_class, unused)`.
+void EmitScan(llvm::Module& m, const JitTables& t, bool ssse3, const std::string& name) {
   llvm::LLVMContext& ctx = m.getContext();
   llvm::IRBuilder<> b(ctx);
-  auto* i1 = b.getInt1Ty();
   auto* i8 = b.getInt8Ty();
   auto* i16 = b.getInt16Ty();
   auto* i32 = b.getInt32Ty();
   auto* i64 = b.getInt64Ty();
   auto* ptr = b.getPtrTy();
-  (void)i1;
 
   auto* fty = llvm::FunctionType::get(i64, {ptr, i64, ptr, ptr, ptr, ptr}, false);
   auto* fn = llvm::Function::Create(fty, llvm::Function::ExternalLinkage, name, m);
   llvm::Value* p = fn->getArg(0);
   llvm::Value* n = fn->getArg(1);
   llvm::Value* state_ptr = fn->getArg(2);
-  llvm::Value* next_g = fn->getArg(3);
-  llvm::Value* cls_g = fn->getArg(4);
-  llvm::Value* flag_g = fn->getArg(5);
-  fn->addParamAttr(0, llvm::Attribute::NoAlias);
-  fn->addParamAttr(2, llvm::Attribute::NoAlias);
+  llvm::Value* next_tab = fn->getArg(3);
+  llvm::Value* cls_tab = fn->getArg(4);
+  for (unsigned a : {0u, 2u, 3u, 4u}) fn->addParamAttr(a, llvm::Attribute::NoAlias);
+  llvm::Value* threshold = b.getInt32(t.match_threshold);
 
   auto* entry = llvm::BasicBlock::Create(ctx, "entry", fn);
   auto* loop = llvm::BasicBlock::Create(ctx, "loop", fn);
   auto* dispatch = llvm::BasicBlock::Create(ctx, "dispatch", fn);
   auto* step = llvm::BasicBlock::Create(ctx, "step", fn);
-  auto* step_body = llvm::BasicBlock::Create(ctx, "step.body", fn);
+  auto* unrolled = llvm::BasicBlock::Create(ctx, "step4", fn);
+  auto* single = llvm::BasicBlock::Create(ctx, "step1", fn);
   auto* found = llvm::BasicBlock::Create(ctx, "found", fn);
   auto* exit = llvm::BasicBlock::Create(ctx, "exit", fn);
 
@@ -89,36 +131,32 @@ llvm::Function* EmitScan(llvm::Module& m, const abi::Dfa& d, const std::string& 
   b.CreateBr(loop);
 
   b.SetInsertPoint(loop);
-  auto* i_phi = b.CreatePHI(i64, 2, "i");
-  auto* s_phi = b.CreatePHI(i32, 2, "s");
+  auto* i_phi = b.CreatePHI(i64, 3, "i");
+  auto* s_phi = b.CreatePHI(i32, 3, "s");
   i_phi->addIncoming(b.getInt64(0), entry);
   s_phi->addIncoming(s0, entry);
   b.CreateCondBr(b.CreateICmpULT(i_phi, n), dispatch, exit);
 
-  // Quiescent states with few exit bytes: find the exits with a vector
-  // compare of 16 bytes at a time, skipping everything else.
-  struct Accel {
-    uint32_t state;
-    std::vector<uint8_t> exits;
-  };
-  std::vector<Accel> accels;
-  for (uint32_t s = 0; s < d.num_states; ++s) {
-    if (!d.quiescent[s]) continue;
-    Accel a{s, {}};
-    for (int byte = 0; byte < 256 && a.exits.size() <= kMaxVectorExits; ++byte) {
-      if (d.Next(s, d.byte_class[byte]) != s) a.exits.push_back(static_cast<uint8_t>(byte));
-    }
-    if (!a.exits.empty() && a.exits.size() <= kMaxVectorExits) accels.push_back(std::move(a));
-  }
+  // Found: the byte at `found_i` led into a match state `found_s`.
+  b.SetInsertPoint(found);
+  auto* found_i = b.CreatePHI(i64, 5, "found.i");
+  auto* found_s = b.CreatePHI(i32, 5, "found.s");
+  b.CreateStore(found_s, state_ptr);
+  b.CreateRet(found_i);
 
   b.SetInsertPoint(step);
-  auto* step_i = b.CreatePHI(i64, 1 + accels.size(), "step.i");
+  auto* step_i = b.CreatePHI(i64, 1 + 2 * t.accels.size(), "step.i");
   step_i->addIncoming(i_phi, dispatch);
+
   b.SetInsertPoint(dispatch);
-  auto* sw = b.CreateSwitch(s_phi, step, accels.size());
+  auto* sw = b.CreateSwitch(s_phi, step, t.accels.size());
   auto* vty = llvm::FixedVectorType::get(i8, kVectorWidth);
   llvm::Function* cttz = llvm::Intrinsic::getDeclaration(&m, llvm::Intrinsic::cttz, {i16});
-  for (const Accel& a : accels) {
+  llvm::Function* pshufb =
+      ssse3 ? llvm::Intrinsic::getDeclaration(&m, llvm::Intrinsic::x86_ssse3_pshuf_b_128)
+            : nullptr;
+  for (const Accel& a : t.accels) {
+    if (a.shufti && pshufb == nullptr) continue;
     auto* head = llvm::BasicBlock::Create(ctx, "accel", fn);
     auto* body = llvm::BasicBlock::Create(ctx, "accel.body", fn);
     auto* hit = llvm::BasicBlock::Create(ctx, "accel.hit", fn);
@@ -127,21 +165,31 @@ llvm::Function* EmitScan(llvm::Module& m, const abi::Dfa& d, const std::string& 
     b.SetInsertPoint(head);
     auto* ai = b.CreatePHI(i64, 2, "ai");
     ai->addIncoming(i_phi, dispatch);
-    llvm::Value* room = b.CreateICmpULE(b.CreateAdd(ai, b.getInt64(kVectorWidth)), n);
-    b.CreateCondBr(room, body, done);
+    b.CreateCondBr(b.CreateICmpULE(b.CreateAdd(ai, b.getInt64(kVectorWidth)), n), body, done);
     b.SetInsertPoint(body);
-    llvm::Value* addr = b.CreateGEP(i8, p, ai);
-    llvm::Value* v = b.CreateAlignedLoad(vty, addr, llvm::MaybeAlign(1), "v");
+    llvm::Value* v = b.CreateAlignedLoad(vty, b.CreateGEP(i8, p, ai), llvm::MaybeAlign(1), "v");
     llvm::Value* any = nullptr;
-    for (uint8_t e : a.exits) {
-      llvm::Value* eq = b.CreateICmpEQ(v, b.CreateVectorSplat(kVectorWidth, b.getInt8(e)));
-      any = any == nullptr ? eq : b.CreateOr(any, eq);
+    if (a.shufti) {
+      auto lut = [&](const std::array<uint8_t, 16>& table) {
+        std::vector<uint8_t> bytes(table.begin(), table.end());
+        return llvm::ConstantDataVector::get(ctx, bytes);
+      };
+      llvm::Value* lo = b.CreateAnd(v, b.CreateVectorSplat(kVectorWidth, b.getInt8(15)));
+      llvm::Value* hi = b.CreateLShr(v, b.CreateVectorSplat(kVectorWidth, b.getInt8(4)));
+      llvm::Value* tlo = b.CreateCall(pshufb, {lut(a.lut_lo), lo});
+      llvm::Value* thi = b.CreateCall(pshufb, {lut(a.lut_hi), hi});
+      llvm::Value* both = b.CreateAnd(tlo, thi);
+      any = b.CreateICmpNE(both, llvm::Constant::getNullValue(vty));
+    } else {
+      for (uint8_t e : a.exits) {
+        llvm::Value* eq = b.CreateICmpEQ(v, b.CreateVectorSplat(kVectorWidth, b.getInt8(e)));
+        any = any == nullptr ? eq : b.CreateOr(any, eq);
+      }
     }
     llvm::Value* bits = b.CreateBitCast(any, i16);
-    llvm::Value* has = b.CreateICmpNE(bits, b.getInt16(0));
     llvm::Value* next_ai = b.CreateAdd(ai, b.getInt64(kVectorWidth));
     ai->addIncoming(next_ai, body);
-    b.CreateCondBr(has, hit, head);
+    b.CreateCondBr(b.CreateICmpNE(bits, b.getInt16(0)), hit, head);
     b.SetInsertPoint(hit);
     llvm::Value* tz = b.CreateCall(cttz, {bits, b.getTrue()});
     llvm::Value* hit_i = b.CreateAdd(ai, b.CreateZExt(tz, i64));
@@ -152,36 +200,99 @@ llvm::Function* EmitScan(llvm::Module& m, const abi::Dfa& d, const std::string& 
     step_i->addIncoming(ai, done);
   }
 
-  // One table-driven transition.
-  b.SetInsertPoint(step);
-  b.CreateCondBr(b.CreateICmpULT(step_i, n), step_body, exit);
-  b.SetInsertPoint(step_body);
-  llvm::Value* byte = b.CreateLoad(i8, b.CreateGEP(i8, p, step_i), "byte");
-  llvm::Value* c = b.CreateLoad(i8, b.CreateGEP(i8, cls_g, b.CreateZExt(byte, i64)), "class");
-  llvm::Value* row = b.CreateMul(b.CreateZExt(s_phi, i64), b.getInt64(d.num_classes));
-  llvm::Value* idx = b.CreateAdd(row, b.CreateZExt(c, i64));
-  llvm::Value* s2 = b.CreateLoad(i32, b.CreateGEP(i32, next_g, idx), "s2");
-  llvm::Value* f = b.CreateLoad(i8, b.CreateGEP(i8, flag_g, b.CreateZExt(s2, i64)), "flag");
-  llvm::Value* i_next = b.CreateAdd(step_i, b.getInt64(1));
-  b.CreateCondBr(b.CreateICmpNE(f, b.getInt8(0)), found, loop);
-  i_phi->addIncoming(i_next, step_body);
-  s_phi->addIncoming(s2, step_body);
+  // One transition from `s` on the byte at `i`.
+  auto transition = [&](llvm::Value* s, llvm::Value* i) {
+    llvm::Value* byte = b.CreateLoad(i8, b.CreateGEP(i8, p, i));
+    llvm::Value* c = b.CreateLoad(i8, b.CreateGEP(i8, cls_tab, b.CreateZExt(byte, i64)));
+    llvm::Value* idx = b.CreateAdd(b.CreateZExt(s, i64), b.CreateZExt(c, i64));
+    return b.CreateLoad(i32, b.CreateGEP(i32, next_tab, idx));
+  };
 
-  b.SetInsertPoint(found);
-  b.CreateStore(s2, state_ptr);
-  b.CreateRet(step_i);
+  // Four steps per bounds check while at least four bytes remain.
+  b.SetInsertPoint(step);
+  llvm::Value* room4 = b.CreateICmpULE(b.CreateAdd(step_i, b.getInt64(4)), n);
+  b.CreateCondBr(room4, unrolled, single);
+
+  b.SetInsertPoint(unrolled);
+  llvm::Value* s = s_phi;
+  for (int k = 0; k < 4; ++k) {
+    llvm::Value* i = b.CreateAdd(step_i, b.getInt64(k));
+    llvm::Value* s2 = transition(s, i);
+    auto* cont = llvm::BasicBlock::Create(ctx, "step4.cont", fn);
+    b.CreateCondBr(b.CreateICmpUGE(s2, threshold), found, cont);
+    found_i->addIncoming(i, b.GetInsertBlock());
+    found_s->addIncoming(s2, b.GetInsertBlock());
+    b.SetInsertPoint(cont);
+    s = s2;
+  }
+  i_phi->addIncoming(b.CreateAdd(step_i, b.getInt64(4)), b.GetInsertBlock());
+  s_phi->addIncoming(s, b.GetInsertBlock());
+  b.CreateBr(loop);
+
+  b.SetInsertPoint(single);
+  auto* single_body = llvm::BasicBlock::Create(ctx, "step1.body", fn);
+  b.CreateCondBr(b.CreateICmpULT(step_i, n), single_body, exit);
+  b.SetInsertPoint(single_body);
+  llvm::Value* s1 = transition(s_phi, step_i);
+  auto* single_cont = llvm::BasicBlock::Create(ctx, "step1.cont", fn);
+  b.CreateCondBr(b.CreateICmpUGE(s1, threshold), found, single_cont);
+  found_i->addIncoming(step_i, single_body);
+  found_s->addIncoming(s1, single_body);
+  b.SetInsertPoint(single_cont);
+  i_phi->addIncoming(b.CreateAdd(step_i, b.getInt64(1)), single_cont);
+  s_phi->addIncoming(s1, single_cont);
+  b.CreateBr(loop);
 
   b.SetInsertPoint(exit);
   auto* exit_s = b.CreatePHI(i32, 2, "exit.s");
   exit_s->addIncoming(s_phi, loop);
-  exit_s->addIncoming(s_phi, step);
+  exit_s->addIncoming(s_phi, single);
   b.CreateStore(exit_s, state_ptr);
   b.CreateRet(n);
-  (void)i16;
-  return fn;
 }
 
 }  // namespace
+
+JitTables JitTables::From(const abi::Dfa& d) {
+  JitTables t;
+  const uint32_t n = d.num_states;
+  const uint32_t k = d.num_classes;
+  // Non-match states first, then match states.
+  t.to_old.reserve(n);
+  for (uint32_t s = 0; s < n; ++s) {
+    if (!d.HasMatch(s)) t.to_old.push_back(s);
+  }
+  uint32_t first_match = static_cast<uint32_t>(t.to_old.size());
+  for (uint32_t s = 0; s < n; ++s) {
+    if (d.HasMatch(s)) t.to_old.push_back(s);
+  }
+  std::vector<uint32_t> to_new(n);
+  for (uint32_t i = 0; i < n; ++i) to_new[t.to_old[i]] = i;
+  t.num_classes = k;
+  t.match_threshold = first_match * k;
+  t.next.resize(static_cast<std::size_t>(n) * k);
+  for (uint32_t i = 0; i < n; ++i) {
+    uint32_t old = t.to_old[i];
+    for (uint32_t c = 0; c < k; ++c) t.next[i * k + c] = to_new[d.Next(old, c)] * k;
+  }
+  t.byte_class = d.byte_class;
+  t.start = to_new[d.start[abi::kCtxText]] * k;
+  for (uint32_t s = 0; s < n; ++s) {
+    if (!d.quiescent[s]) continue;
+    std::vector<uint8_t> exits;
+    for (int byte = 0; byte < 256; ++byte) {
+      if (d.Next(s, d.byte_class[byte]) != s) exits.push_back(static_cast<uint8_t>(byte));
+    }
+    // Worth it only when most bytes stay: the skip loop wins on runs.
+    if (exits.empty() || exits.size() > 64) continue;
+    Accel a;
+    a.state = to_new[s] * k;
+    a.exits = exits;
+    if (exits.size() > kMaxVectorExits && !BuildShufti(exits, &a)) continue;
+    t.accels.push_back(std::move(a));
+  }
+  return t;
+}
 
 struct PatternJit::Handle {
   llvm::orc::ResourceTrackerSP tracker;
@@ -198,12 +309,9 @@ std::unique_ptr<PatternJit> PatternJit::Compile(const abi::PatternSetTables& tab
   auto module = std::make_unique<llvm::Module>("kt_patterns_" + std::to_string(id), *ctx);
   std::vector<std::string> names;
   for (std::size_t g = 0; g < tables.groups.size(); ++g) {
-    const abi::Dfa& f = tables.groups[g].forward;
-    std::vector<uint8_t> flags(f.num_states);
-    for (uint32_t s = 0; s < f.num_states; ++s) flags[s] = f.HasMatch(s) ? 1 : 0;
-    result->flags_.push_back(std::move(flags));
+    result->jt_.push_back(JitTables::From(tables.groups[g].forward));
     names.push_back("kt_scan_" + std::to_string(id) + "_" + std::to_string(g));
-    EmitScan(*module, tables.groups[g].forward, names.back());
+    EmitScan(*module, result->jt_.back(), engine->ssse3(), names.back());
   }
   std::string verify_errors;
   llvm::raw_string_ostream verify_out(verify_errors);

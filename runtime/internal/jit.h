@@ -11,6 +11,7 @@
 #ifndef KT_RUNTIME_INTERNAL_JIT_H_
 #define KT_RUNTIME_INTERNAL_JIT_H_
 
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -20,6 +21,29 @@
 #include "runtime/abi/automaton.h"
 
 namespace kt {
+
+// A skip loop for a quiescent state: the bytes that leave it, and for
+// larger exit sets the shufti nibble tables that classify 16 bytes at once.
+struct Accel {
+  uint32_t state = 0;  // premultiplied offset
+  std::vector<uint8_t> exits;
+  bool shufti = false;
+  std::array<uint8_t, 16> lut_lo{};
+  std::array<uint8_t, 16> lut_hi{};
+};
+
+// A DFA re-laid for native code: match states numbered last, transitions as
+// premultiplied row offsets (state * num_classes).
+struct JitTables {
+  static JitTables From(const abi::Dfa& dfa);
+  uint32_t num_classes = 0;
+  uint32_t match_threshold = 0;  // offsets >= this report a match
+  uint32_t start = 0;
+  std::vector<uint32_t> next;
+  std::array<uint8_t, 256> byte_class{};
+  std::vector<uint32_t> to_old;  // new state index -> ABI state id
+  std::vector<Accel> accels;
+};
 
 // Returns the offset of the byte whose transition entered a match state, or
 // `n` if none did; `*state` holds the state after that byte (or at the end).
@@ -34,22 +58,25 @@ class PatternJit {
                                              std::string* error);
   ~PatternJit();
 
+  // Scans `text` with group `group`'s forward DFA, calling report(state)
+  // with the ABI state id of every state entered that reports a match.
   template <typename Report>
   void ScanGroup(std::size_t group, std::string_view text, Report report) const {
     const abi::Dfa& f = tables_->groups[group].forward;
+    const JitTables& t = jt_[group];
     ScanFn fn = fns_[group];
-    uint32_t s = f.start[abi::kCtxText];
+    uint32_t s = t.start;
     const auto* p = reinterpret_cast<const uint8_t*>(text.data());
     uint64_t n = text.size();
     uint64_t i = 0;
     while (i < n) {
-      uint64_t r = fn(p + i, n - i, &s, f.next.data(), f.byte_class.data(), flags_[group].data());
+      uint64_t r = fn(p + i, n - i, &s, t.next.data(), t.byte_class.data(), nullptr);
       if (r == n - i) break;
-      report(s);
+      report(t.to_old[s / t.num_classes]);
       i += r + 1;
     }
-    s = f.Next(s, f.eot_class);
-    if (f.HasMatch(s)) report(s);
+    uint32_t last = f.Next(t.to_old[s / t.num_classes], f.eot_class);
+    if (f.HasMatch(last)) report(last);
   }
 
   // The LLVM IR of the set's module, for `explain --llvm`.
@@ -59,7 +86,7 @@ class PatternJit {
   PatternJit() = default;
   const abi::PatternSetTables* tables_ = nullptr;
   std::vector<ScanFn> fns_;
-  std::vector<std::vector<uint8_t>> flags_;  // per group: 1 for states that report a match
+  std::vector<JitTables> jt_;
   std::string ir_;
   struct Handle;
   std::unique_ptr<Handle> handle_;
