@@ -72,10 +72,10 @@ bool LongestFrom(const abi::DfaGroup& g, std::string_view text, std::size_t star
 PatternSet::PatternSet(abi::PatternSetTables tables) : tables_(std::move(tables)) {}
 PatternSet::~PatternSet() = default;
 
-bool PatternSet::Jit(std::string* error) {
+bool PatternSet::Jit(std::string* error, const JitOptions& options) {
   auto t0 = std::chrono::steady_clock::now();
   std::string err;
-  jit_ = PatternJit::Compile(tables_, &err);
+  jit_ = PatternJit::Compile(tables_, options, &err);
   jit_ms_ = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   if (jit_ == nullptr && error != nullptr) *error = err;
   return jit_ != nullptr;

@@ -40,6 +40,14 @@ struct PatternMatch {
 
 class PatternJit;  // runtime/internal/jit.h
 
+// How the scan loop is generated. The defaults are what measured fastest
+// (docs/performance.md); the others exist to keep that measurement honest.
+struct JitOptions {
+  enum class Loop { kTable, kDirect };
+  Loop loop = Loop::kTable;  // kDirect: one basic block per DFA state
+  bool accelerate = true;    // vector skip loops for quiescent states
+};
+
 class PatternSet {
  public:
   explicit PatternSet(abi::PatternSetTables tables);
@@ -52,7 +60,7 @@ class PatternSet {
 
   // Compiles the forward scan loops to native code with LLVM ORC. Returns
   // false (and keeps the interpreter) if code generation fails.
-  bool Jit(std::string* error = nullptr);
+  bool Jit(std::string* error = nullptr, const JitOptions& options = JitOptions());
   bool jitted() const { return jit_ != nullptr; }
   double jit_ms() const { return jit_ms_; }
   // The generated LLVM IR (empty unless jitted).

@@ -150,6 +150,24 @@ int main(int argc, char** argv) {
   std::vector<bool> kt_matched;
   std::vector<int> re2_ids;
 
+  std::unique_ptr<kt::PatternSet> kt_direct, kt_table_noskip;
+  auto kt_compile_opts = [&](const Set& s, double* ms, kt::JitOptions o,
+                             std::unique_ptr<kt::PatternSet>* out) {
+    std::vector<kt::PatternSource> src;
+    for (const Pattern& p : s.patterns) src.push_back({p.regex, p.caseless ? "i" : ""});
+    auto t0 = Clock::now();
+    kt::CompiledPatterns c = kt::CompilePatterns(src, kt::Options{});
+    if (!c.ok) return false;
+    auto set = std::make_unique<kt::PatternSet>(std::move(c.tables));
+    std::string err;
+    if (!set->Jit(&err, o)) {
+      std::fprintf(stderr, "kt jit: %s\n", err.c_str());
+      return false;
+    }
+    *ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+    *out = std::move(set);
+    return true;
+  };
   auto kt_compile = [&](const Set& s, double* ms, bool jit) {
     std::vector<kt::PatternSource> src;
     for (const Pattern& p : s.patterns) src.push_back({p.regex, p.caseless ? "i" : ""});
@@ -172,6 +190,21 @@ int main(int argc, char** argv) {
   engines.push_back({"kt (interpreter)",
                      [&](const Set& s, double* ms) { return kt_compile(s, ms, false); },
                      [&](const std::string& t) { return kt_interp->Scan(t, &kt_matched) ? 1 : 0; }});
+  engines.push_back({"kt (JIT, table, no skip loop)",
+                     [&](const Set& s, double* ms) {
+                       kt::JitOptions o;
+                       o.accelerate = false;
+                       return kt_compile_opts(s, ms, o, &kt_table_noskip);
+                     },
+                     [&](const std::string& t) { return kt_table_noskip->Scan(t, &kt_matched) ? 1 : 0; }});
+  engines.push_back({"kt (JIT, direct-coded, no skip loop)",
+                     [&](const Set& s, double* ms) {
+                       kt::JitOptions o;
+                       o.loop = kt::JitOptions::Loop::kDirect;
+                       o.accelerate = false;
+                       return kt_compile_opts(s, ms, o, &kt_direct);
+                     },
+                     [&](const std::string& t) { return kt_direct->Scan(t, &kt_matched) ? 1 : 0; }});
   engines.push_back(
       {"RE2::Set",
        [&](const Set& s, double* ms) {

@@ -7,11 +7,11 @@
 // and compare it with the first match offset; no multiply, no flag table.
 // The main loop does four steps per bounds check.
 //
-// Quiescent states that most bytes leave unchanged get a skip loop over 16
-// bytes at a time: for up to six exit bytes, one vector compare per exit
-// byte; for more, the "shufti" technique (two 16-entry nibble tables and two
-// byte shuffles classify 16 bytes at once) when the exit set fits in eight
-// nibble buckets.
+// Quiescent states left by at most six byte values get a skip loop over 16
+// bytes at a time: one vector compare per exit byte, then a count of
+// trailing zeros finds the first exit. (A nibble-table "shufti" variant for
+// larger exit sets was tried and measured slower on ordinary text, where
+// such states are left every few bytes.)
 #include "runtime/internal/jit.h"
 
 #include <atomic>
@@ -23,13 +23,11 @@
 #include "llvm/IR/Constants.h"
 #include "llvm/IR/IRBuilder.h"
 #include "llvm/IR/Intrinsics.h"
-#include "llvm/IR/IntrinsicsX86.h"
 #include "llvm/IR/LLVMContext.h"
 #include "llvm/IR/Module.h"
 #include "llvm/IR/Verifier.h"
 #include "llvm/Support/TargetSelect.h"
 #include "llvm/Support/raw_ostream.h"
-#include "llvm/TargetParser/Host.h"
 
 namespace kt {
 namespace {
@@ -50,8 +48,6 @@ class Engine {
       } else {
         e->jit_ = std::move(*jit);
       }
-      auto features = llvm::sys::getHostCPUFeatures();
-      e->ssse3_ = features.lookup("ssse3");
       return e;
     }();
     if (engine->jit_ == nullptr) {
@@ -62,43 +58,17 @@ class Engine {
   }
   llvm::orc::LLJIT& jit() { return *jit_; }
   std::mutex& mutex() { return mutex_; }
-  bool ssse3() const { return ssse3_; }
 
  private:
   std::unique_ptr<llvm::orc::LLJIT> jit_;
   std::string error_;
   std::mutex mutex_;
-  bool ssse3_ = false;
 };
 
 std::atomic<uint64_t> next_module_id{0};
 
-// Assigns one bucket bit per distinct low-nibble set among the exit bytes'
-// high nibbles. Returns false if more than eight buckets are needed.
-bool BuildShufti(const std::vector<uint8_t>& exits, Accel* a) {
-  std::array<uint16_t, 16> lows_by_high{};
-  for (uint8_t e : exits) lows_by_high[e >> 4] |= static_cast<uint16_t>(1u << (e & 15));
-  std::map<uint16_t, int> bucket;
-  for (int h = 0; h < 16; ++h) {
-    uint16_t lows = lows_by_high[h];
-    if (lows == 0) continue;
-    auto it = bucket.find(lows);
-    if (it == bucket.end()) {
-      if (bucket.size() == 8) return false;
-      it = bucket.emplace(lows, static_cast<int>(bucket.size())).first;
-    }
-    uint8_t bit = static_cast<uint8_t>(1u << it->second);
-    a->lut_hi[h] |= bit;
-    for (int l = 0; l < 16; ++l) {
-      if (lows & (1u << l)) a->lut_lo[l] |= bit;
-    }
-  }
-  a->shufti = true;
-  return true;
-}
-
 // Emits `uint64_t name(p, n, state*, next, byte_class, unused)`.
-void EmitScan(llvm::Module& m, const JitTables& t, bool ssse3, const std::string& name) {
+void EmitScan(llvm::Module& m, const JitTables& t, const std::string& name) {
   llvm::LLVMContext& ctx = m.getContext();
   llvm::IRBuilder<> b(ctx);
   auto* i8 = b.getInt8Ty();
@@ -152,11 +122,7 @@ void EmitScan(llvm::Module& m, const JitTables& t, bool ssse3, const std::string
   auto* sw = b.CreateSwitch(s_phi, step, t.accels.size());
   auto* vty = llvm::FixedVectorType::get(i8, kVectorWidth);
   llvm::Function* cttz = llvm::Intrinsic::getDeclaration(&m, llvm::Intrinsic::cttz, {i16});
-  llvm::Function* pshufb =
-      ssse3 ? llvm::Intrinsic::getDeclaration(&m, llvm::Intrinsic::x86_ssse3_pshuf_b_128)
-            : nullptr;
   for (const Accel& a : t.accels) {
-    if (a.shufti && pshufb == nullptr) continue;
     auto* head = llvm::BasicBlock::Create(ctx, "accel", fn);
     auto* body = llvm::BasicBlock::Create(ctx, "accel.body", fn);
     auto* hit = llvm::BasicBlock::Create(ctx, "accel.hit", fn);
@@ -169,22 +135,9 @@ void EmitScan(llvm::Module& m, const JitTables& t, bool ssse3, const std::string
     b.SetInsertPoint(body);
     llvm::Value* v = b.CreateAlignedLoad(vty, b.CreateGEP(i8, p, ai), llvm::MaybeAlign(1), "v");
     llvm::Value* any = nullptr;
-    if (a.shufti) {
-      auto lut = [&](const std::array<uint8_t, 16>& table) {
-        std::vector<uint8_t> bytes(table.begin(), table.end());
-        return llvm::ConstantDataVector::get(ctx, bytes);
-      };
-      llvm::Value* lo = b.CreateAnd(v, b.CreateVectorSplat(kVectorWidth, b.getInt8(15)));
-      llvm::Value* hi = b.CreateLShr(v, b.CreateVectorSplat(kVectorWidth, b.getInt8(4)));
-      llvm::Value* tlo = b.CreateCall(pshufb, {lut(a.lut_lo), lo});
-      llvm::Value* thi = b.CreateCall(pshufb, {lut(a.lut_hi), hi});
-      llvm::Value* both = b.CreateAnd(tlo, thi);
-      any = b.CreateICmpNE(both, llvm::Constant::getNullValue(vty));
-    } else {
-      for (uint8_t e : a.exits) {
-        llvm::Value* eq = b.CreateICmpEQ(v, b.CreateVectorSplat(kVectorWidth, b.getInt8(e)));
-        any = any == nullptr ? eq : b.CreateOr(any, eq);
-      }
+    for (uint8_t e : a.exits) {
+      llvm::Value* eq = b.CreateICmpEQ(v, b.CreateVectorSplat(kVectorWidth, b.getInt8(e)));
+      any = any == nullptr ? eq : b.CreateOr(any, eq);
     }
     llvm::Value* bits = b.CreateBitCast(any, i16);
     llvm::Value* next_ai = b.CreateAdd(ai, b.getInt64(kVectorWidth));
@@ -283,13 +236,11 @@ JitTables JitTables::From(const abi::Dfa& d) {
     for (int byte = 0; byte < 256; ++byte) {
       if (d.Next(s, d.byte_class[byte]) != s) exits.push_back(static_cast<uint8_t>(byte));
     }
-    // Worth it only when most bytes stay: the skip loop wins on runs.
-    if (exits.empty() || exits.size() > 64) continue;
-    Accel a;
-    a.state = to_new[s] * k;
-    a.exits = exits;
-    if (exits.size() > kMaxVectorExits && !BuildShufti(exits, &a)) continue;
-    t.accels.push_back(std::move(a));
+    // Worth it only when exits are rare: with more exit bytes, ordinary text
+    // leaves the state every few bytes and the skip loop's setup costs more
+    // than it saves (bench/patterns sets b-d; docs/performance.md).
+    if (exits.empty() || exits.size() > kMaxVectorExits) continue;
+    t.accels.push_back(Accel{to_new[s] * k, std::move(exits)});
   }
   return t;
 }
@@ -298,8 +249,82 @@ struct PatternJit::Handle {
   llvm::orc::ResourceTrackerSP tracker;
 };
 
+// Direct-coded loop: one basic block per state, a switch on the byte class
+// jumping straight to the next state's block. No transition table loads,
+// but code size grows with states x classes; used only for small DFAs.
+static void EmitDirect(llvm::Module& m, const JitTables& t, const std::string& name) {
+  llvm::LLVMContext& ctx = m.getContext();
+  llvm::IRBuilder<> b(ctx);
+  auto* i8 = b.getInt8Ty();
+  auto* i32 = b.getInt32Ty();
+  auto* i64 = b.getInt64Ty();
+  auto* ptr = b.getPtrTy();
+  auto* fty = llvm::FunctionType::get(i64, {ptr, i64, ptr, ptr, ptr, ptr}, false);
+  auto* fn = llvm::Function::Create(fty, llvm::Function::ExternalLinkage, name, m);
+  llvm::Value* p = fn->getArg(0);
+  llvm::Value* n = fn->getArg(1);
+  llvm::Value* state_ptr = fn->getArg(2);
+  llvm::Value* cls_tab = fn->getArg(4);
+  const uint32_t k = t.num_classes;
+  const uint32_t states = static_cast<uint32_t>(t.to_old.size());
+  auto* entry = llvm::BasicBlock::Create(ctx, "entry", fn);
+  std::vector<llvm::BasicBlock*> blocks(states);
+  std::vector<llvm::PHINode*> phis(states);
+  for (uint32_t s = 0; s < states; ++s) {
+    blocks[s] = llvm::BasicBlock::Create(ctx, "s" + std::to_string(s), fn);
+    b.SetInsertPoint(blocks[s]);
+    phis[s] = b.CreatePHI(i64, 2, "i");
+  }
+  b.SetInsertPoint(entry);
+  llvm::Value* s0 = b.CreateLoad(i32, state_ptr);
+  auto* bad = llvm::BasicBlock::Create(ctx, "bad", fn);
+  auto* sw0 = b.CreateSwitch(s0, bad, states);
+  for (uint32_t s = 0; s < states; ++s) {
+    sw0->addCase(b.getInt32(s * k), blocks[s]);
+    phis[s]->addIncoming(b.getInt64(0), entry);
+  }
+  b.SetInsertPoint(bad);
+  b.CreateRet(n);
+  for (uint32_t s = 0; s < states; ++s) {
+    b.SetInsertPoint(blocks[s]);
+    llvm::Value* i = phis[s];
+    auto* body = llvm::BasicBlock::Create(ctx, "s" + std::to_string(s) + ".body", fn);
+    auto* end = llvm::BasicBlock::Create(ctx, "s" + std::to_string(s) + ".end", fn);
+    b.CreateCondBr(b.CreateICmpULT(i, n), body, end);
+    b.SetInsertPoint(end);
+    b.CreateStore(b.getInt32(s * k), state_ptr);
+    b.CreateRet(n);
+    b.SetInsertPoint(body);
+    llvm::Value* byte = b.CreateLoad(i8, b.CreateGEP(i8, p, i));
+    llvm::Value* c = b.CreateLoad(i8, b.CreateGEP(i8, cls_tab, b.CreateZExt(byte, i64)));
+    llvm::Value* i1 = b.CreateAdd(i, b.getInt64(1));
+    // Group classes by destination: one switch case per class, shared blocks.
+    std::map<uint32_t, llvm::BasicBlock*> match_blocks;
+    auto* sw = b.CreateSwitch(b.CreateZExt(c, i32), bad, k);
+    for (uint32_t cls = 0; cls + 1 < k; ++cls) {
+      uint32_t target = t.next[s * k + cls];
+      llvm::BasicBlock* dest;
+      if (target >= t.match_threshold) {
+        auto& mb = match_blocks[target];
+        if (mb == nullptr) {
+          mb = llvm::BasicBlock::Create(ctx, "m", fn);
+          llvm::IRBuilder<> mbld(mb);
+          mbld.CreateStore(mbld.getInt32(target), state_ptr);
+          mbld.CreateRet(i);
+        }
+        dest = mb;
+      } else {
+        dest = blocks[target / k];
+        // One phi entry per switch edge, as LLVM requires for repeated predecessors.
+        phis[target / k]->addIncoming(i1, body);
+      }
+      sw->addCase(b.getInt32(cls), dest);
+    }
+  }
+}
+
 std::unique_ptr<PatternJit> PatternJit::Compile(const abi::PatternSetTables& tables,
-                                                std::string* error) {
+                                                const JitOptions& options, std::string* error) {
   Engine* engine = Engine::Get(error);
   if (engine == nullptr) return nullptr;
   std::unique_ptr<PatternJit> result(new PatternJit());
@@ -310,8 +335,17 @@ std::unique_ptr<PatternJit> PatternJit::Compile(const abi::PatternSetTables& tab
   std::vector<std::string> names;
   for (std::size_t g = 0; g < tables.groups.size(); ++g) {
     result->jt_.push_back(JitTables::From(tables.groups[g].forward));
+    if (!options.accelerate) result->jt_.back().accels.clear();
     names.push_back("kt_scan_" + std::to_string(id) + "_" + std::to_string(g));
-    EmitScan(*module, result->jt_.back(), engine->ssse3(), names.back());
+    if (options.loop == JitOptions::Loop::kDirect) {
+      if (result->jt_.back().to_old.size() > 4096) {
+        *error = "direct-coded loops are limited to 4096 states";
+        return nullptr;
+      }
+      EmitDirect(*module, result->jt_.back(), names.back());
+    } else {
+      EmitScan(*module, result->jt_.back(), names.back());
+    }
   }
   std::string verify_errors;
   llvm::raw_string_ostream verify_out(verify_errors);

@@ -7,7 +7,8 @@
 // The emitted function scans bytes until it enters a state that reports a
 // match, or the input ends; the caller reports and resumes. Quiescent states
 // with few exits get a 16-byte vector skip loop that compares the input
-// against the exit bytes and jumps past everything else.
+// against the exit bytes and jumps past everything else. A direct-coded
+// variant (one basic block per state) exists for measurement.
 #ifndef KT_RUNTIME_INTERNAL_JIT_H_
 #define KT_RUNTIME_INTERNAL_JIT_H_
 
@@ -19,17 +20,14 @@
 #include <vector>
 
 #include "runtime/abi/automaton.h"
+#include "runtime/runtime.h"
 
 namespace kt {
 
-// A skip loop for a quiescent state: the bytes that leave it, and for
-// larger exit sets the shufti nibble tables that classify 16 bytes at once.
+// A skip loop for a quiescent state: the few bytes that leave it.
 struct Accel {
   uint32_t state = 0;  // premultiplied offset
   std::vector<uint8_t> exits;
-  bool shufti = false;
-  std::array<uint8_t, 16> lut_lo{};
-  std::array<uint8_t, 16> lut_hi{};
 };
 
 // A DFA re-laid for native code: match states numbered last, transitions as
@@ -55,7 +53,7 @@ using ScanFn = uint64_t (*)(const uint8_t* p, uint64_t n, uint32_t* state, const
 class PatternJit {
  public:
   static std::unique_ptr<PatternJit> Compile(const abi::PatternSetTables& tables,
-                                             std::string* error);
+                                             const JitOptions& options, std::string* error);
   ~PatternJit();
 
   // Scans `text` with group `group`'s forward DFA, calling report(state)

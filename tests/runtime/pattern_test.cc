@@ -175,6 +175,25 @@ TEST(Jit, AgreesWithTheInterpreter) {
   }
 }
 
+TEST(Jit, DirectCodedLoopAgreesWithTheInterpreter) {
+  std::vector<PatternSource> sources = {{"ignore previous", "i"}, {"\\bfoo\\b", ""},
+                                        {"x+y", ""}, {"zz$", ""}};
+  CompiledPatterns a = CompilePatterns(sources, Options{});
+  CompiledPatterns b = CompilePatterns(sources, Options{});
+  ASSERT_TRUE(a.ok && b.ok);
+  PatternSet direct(std::move(a.tables)), interp(std::move(b.tables));
+  JitOptions o;
+  o.loop = JitOptions::Loop::kDirect;
+  std::string err;
+  ASSERT_TRUE(direct.Jit(&err, o)) << err;
+  for (const char* text : {"a foo b", "IGNORE PREVIOUS", "xxxy", "abczz", "zz a", "", "foofoo"}) {
+    std::vector<bool> x, y;
+    direct.Scan(text, &x);
+    interp.Scan(text, &y);
+    EXPECT_EQ(x, y) << text;
+  }
+}
+
 TEST(Linearity, CatastrophicBacktrackingPatternsScanInLinearTime) {
   // (a+)+$ on 100 KB of `a`s followed by a `b` never matches; a backtracking
   // engine takes exponential time. Here it is one pass: the test only checks
