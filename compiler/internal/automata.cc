@@ -780,6 +780,10 @@ void CompressClasses(abi::Dfa* dfa) {
 
 enum class GroupStatus { kOk, kOverBudget, kNfaTooLarge };
 
+// How far past the budget unminimised construction may go before giving up;
+// the budget itself applies to the minimised tables.
+constexpr std::size_t kTransientFactor = 4;
+
 GroupStatus BuildGroup(const std::vector<const RegexNode*>& patterns, const AutomataLimits& limits,
                        abi::DfaGroup* group, AutomataStats* stats) {
   Nfa fwd, rev;
@@ -790,6 +794,8 @@ GroupStatus BuildGroup(const std::vector<const RegexNode*>& patterns, const Auto
   stats->nfa_states += fwd.states.size();
   std::size_t before = 0, ignored = 0;
   if (limits.check_only) {
+    // Without minimisation the count is an upper bound, so the check holds
+    // the unminimised tables to the budget: conservative, never lenient.
     SubsetBuilder f(fwd, true, limits.dfa_memory_budget, limits.max_dfa_states);
     if (!f.Run(&group->forward, &before)) {
       stats->dfa_states = before;
@@ -801,16 +807,19 @@ GroupStatus BuildGroup(const std::vector<const RegexNode*>& patterns, const Auto
     stats->dfa_states_minimized += before;
     return GroupStatus::kOk;
   }
-  SubsetBuilder f(fwd, true, limits.dfa_memory_budget);
-  SubsetBuilder a(fwd, false, limits.dfa_memory_budget);
-  SubsetBuilder r(rev, true, limits.dfa_memory_budget);
+  // Subset construction may use a few times the budget transiently: the
+  // budget applies to the minimised tables that are kept.
+  const std::size_t transient = kTransientFactor * limits.dfa_memory_budget;
+  SubsetBuilder f(fwd, true, transient, limits.max_dfa_states);
+  SubsetBuilder a(fwd, false, transient);
+  SubsetBuilder r(rev, true, transient);
   for (auto [builder, dfa, count] : {std::tuple{&f, &group->forward, &before},
                                      std::tuple{&a, &group->anchored, &ignored},
                                      std::tuple{&r, &group->reverse, &ignored}}) {
     if (!builder->Run(dfa, count)) {
       stats->dfa_states = *count;
       stats->memory_bytes = builder->over_budget_bytes_;
-      stats->budget_exceeded = true;
+      stats->budget_exceeded = builder->budget_exceeded_;
       return GroupStatus::kOverBudget;
     }
   }
@@ -818,6 +827,13 @@ GroupStatus BuildGroup(const std::vector<const RegexNode*>& patterns, const Auto
   for (abi::Dfa* d : {&group->forward, &group->anchored, &group->reverse}) {
     Minimize(d);
     CompressClasses(d);
+    std::size_t bytes = static_cast<std::size_t>(d->num_states) * d->num_classes * sizeof(uint32_t);
+    if (bytes > limits.dfa_memory_budget) {
+      stats->dfa_states = d->num_states;
+      stats->memory_bytes = bytes;
+      stats->budget_exceeded = true;
+      return GroupStatus::kOverBudget;
+    }
   }
   stats->dfa_states_minimized += group->forward.num_states;
   return GroupStatus::kOk;
@@ -895,8 +911,22 @@ bool BuildGroups(const std::vector<const RegexNode*>& patterns, const std::vecto
     if (alone[i] == 0) return BuildOne({patterns[i]}, {ids[i]}, limits, result);  // reports it
     sum += alone[i];
   }
-  if (ProbeStates(patterns, limits, kGrowth * sum + 16) != 0) {
-    return BuildOne(patterns, ids, limits, result);
+  {
+    // The whole set in one DFA, built for real (no separate probe), unless
+    // it grows past the cap.
+    AutomataLimits capped = limits;
+    capped.max_dfa_states = kGrowth * sum + 16;
+    abi::DfaGroup whole;
+    AutomataStats stats;
+    if (BuildGroup(patterns, capped, &whole, &stats) == GroupStatus::kOk) {
+      whole.pattern_ids = ids;
+      result->stats.nfa_states += stats.nfa_states;
+      result->stats.dfa_states += stats.dfa_states;
+      result->stats.dfa_states_minimized += stats.dfa_states_minimized;
+      result->tables.groups.push_back(std::move(whole));
+      return true;
+    }
+    if (stats.budget_exceeded) result->stats.budget_exceeded = true;
   }
   std::vector<const RegexNode*> group = {patterns[0]};
   std::vector<uint32_t> group_ids = {ids[0]};
