@@ -111,9 +111,12 @@ void AddPatternCommands(CLI::App* app, CommonOptions* common, int* exit_code) {
               << "nfa states:       " << st.nfa_states << "\n"
               << "dfa states:       " << st.dfa_states << " (subset construction), "
               << st.dfa_states_minimized << " (minimised)\n"
-              << "byte classes:     " << st.byte_classes << " (+1 end of text)\n"
-              << "dfas:             " << st.groups
-              << (st.groups > 1 ? " (split: together the patterns would multiply DFA states)" : "") << "\n"
+              << "byte classes:     " << (st.byte_classes > 0 ? st.byte_classes - 1 : 0)
+              << " (+1 end of text)\n"
+              << "dfa:              "
+              << (st.lazy ? "lazy (an eager DFA would be too large: states are built while scanning)"
+                          : "eager")
+              << "\n"
               << "memory:           " << st.memory_bytes << " bytes (forward, anchored, reverse)\n"
               << "compile:          " << st.compile_ms << " ms\n";
     if (jitted) {
@@ -123,6 +126,11 @@ void AddPatternCommands(CLI::App* app, CommonOptions* common, int* exit_code) {
     }
     for (std::size_t g = 0; g < set.tables().groups.size(); ++g) {
       const abi::DfaGroup& grp = set.tables().groups[g];
+      if (grp.lazy) {
+        std::cout << "group " << g << ": " << grp.pattern_ids.size() << " patterns, lazy, nfa "
+                  << grp.forward_nfa.insts.size() << " instructions\n";
+        continue;
+      }
       std::cout << "group " << g << ": " << grp.pattern_ids.size() << " patterns, forward "
                 << grp.forward.num_states << " states x " << grp.forward.num_classes
                 << " classes, anchored " << grp.anchored.num_states << ", reverse "

@@ -75,9 +75,9 @@ struct Options {
   int max_repeat = 1000;
   // Directories searched for `import std.x` (the folder that contains std/).
   std::vector<std::string> stdlib_paths;
-  // Largest transition table of one DFA. A pattern set that would need more
-  // is split into several DFAs (reported); a single pattern that alone needs
-  // more is an error (E0405). Default 8 MiB.
+  // Largest transition table of one eager DFA, and the cache of a lazy one.
+  // A pattern set that would need more runs on a lazy DFA, built while
+  // scanning (reported as W0506). Default 8 MiB.
   std::size_t dfa_memory_budget = 8u << 20;
 };
 
@@ -178,7 +178,8 @@ struct PatternSetStats {
   std::size_t dfa_states_minimized = 0;  // forward DFA after
   std::size_t byte_classes = 0;
   std::size_t memory_bytes = 0;  // all tables: forward, anchored, reverse
-  std::size_t groups = 0;        // DFAs the set was split into (1 = one DFA)
+  std::size_t groups = 0;        // DFA groups (one per compiled set)
+  bool lazy = false;             // too large for an eager DFA: built at scan time
   double compile_ms = 0;
 };
 

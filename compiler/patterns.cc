@@ -40,6 +40,7 @@ CompiledPatterns CompilePatterns(const std::vector<PatternSource>& patterns,
   out.stats.byte_classes = r.stats.byte_classes;
   out.stats.memory_bytes = r.stats.memory_bytes;
   out.stats.groups = r.stats.groups;
+  out.stats.lazy = r.stats.lazy;
   out.stats.compile_ms = r.stats.compile_ms;
   if (!r.ok) {
     out.error = r.error;
@@ -47,6 +48,7 @@ CompiledPatterns CompilePatterns(const std::vector<PatternSource>& patterns,
     return out;
   }
   out.tables = std::move(r.tables);
+  out.tables.lazy_cache_bytes = options.dfa_memory_budget;
   out.ok = true;
   return out;
 }

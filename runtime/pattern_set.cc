@@ -1,4 +1,5 @@
-// Table-driven scanning over abi::Dfa, and the span algorithm.
+// Scanning with pattern sets: occurrence, spans and streaming, over eager
+// DFAs (tables, optionally JIT-compiled) and lazy ones (built on demand).
 //
 // Spans are found in two steps. A reverse scan over the whole text marks
 // every position where some match starts (the reverse automaton reads the
@@ -6,14 +7,55 @@
 // reports ends). Then, from the leftmost marked position at or after the
 // search point, the anchored automaton runs forward and remembers the last
 // position where it accepted: the longest match from there.
+//
+// The algorithms are templates over an automaton view, so eager tables and
+// lazy automata share them.
 #include <algorithm>
 #include <chrono>
 
 #include "runtime/internal/jit.h"
+#include "runtime/internal/lazy_dfa.h"
 #include "runtime/runtime.h"
 
 namespace kt {
 namespace {
+
+// Eager tables behind the same interface as LazyDfa.
+class TableView {
+ public:
+  explicit TableView(const abi::Dfa& d) : d_(d) {}
+  uint32_t Start(abi::Context ctx) const { return d_.start[ctx]; }
+  uint32_t Next(uint32_t s, uint32_t cls) const { return d_.Next(s, cls); }
+  uint32_t ByteClass(uint8_t b) const { return d_.byte_class[b]; }
+  uint32_t eot_class() const { return d_.eot_class; }
+  bool HasMatch(uint32_t s) const { return d_.HasMatch(s); }
+  bool Quiescent(uint32_t s) const { return d_.quiescent[s] != 0; }
+  template <typename F>
+  void ForEachMatch(uint32_t s, F f) const {
+    for (uint32_t k = d_.match_begin[s]; k < d_.match_begin[s + 1]; ++k) f(d_.match_ids[k]);
+  }
+
+ private:
+  const abi::Dfa& d_;
+};
+
+class LazyView {
+ public:
+  explicit LazyView(LazyDfa& d) : d_(d) {}
+  uint32_t Start(abi::Context ctx) { return d_.Start(ctx); }
+  uint32_t Next(uint32_t s, uint32_t cls) { return d_.Next(s, cls); }
+  uint32_t ByteClass(uint8_t b) const { return d_.ByteClass(b); }
+  uint32_t eot_class() const { return d_.eot_class(); }
+  bool HasMatch(uint32_t s) const { return d_.HasMatch(s); }
+  bool Quiescent(uint32_t s) const { return d_.Quiescent(s); }
+  template <typename F>
+  void ForEachMatch(uint32_t s, F f) const {
+    for (uint32_t id : d_.Matches(s)) f(id);
+  }
+
+ private:
+  LazyDfa& d_;
+};
 
 abi::Context ContextBefore(std::string_view text, std::size_t pos) {
   if (pos == 0) return abi::kCtxText;
@@ -25,51 +67,72 @@ abi::Context ContextBefore(std::string_view text, std::size_t pos) {
 }
 
 // Marks starts[i] for every i where some match of the group starts.
-void ReverseStarts(const abi::Dfa& rev, std::string_view text, std::vector<uint8_t>* starts) {
+template <typename View>
+void ReverseStarts(View rev, std::string_view text, std::vector<uint8_t>* starts) {
   const std::size_t n = text.size();
   starts->assign(n + 1, 0);
-  uint32_t s = rev.start[abi::kCtxText];
-  const uint8_t* p = reinterpret_cast<const uint8_t*>(text.data());
+  uint32_t s = rev.Start(abi::kCtxText);
+  const auto* p = reinterpret_cast<const uint8_t*>(text.data());
   for (std::size_t i = n; i > 0; --i) {
-    s = rev.Next(s, rev.byte_class[p[i - 1]]);
+    s = rev.Next(s, rev.ByteClass(p[i - 1]));
     // Reported one symbol late: a start at i, the position after text[i-1].
     if (rev.HasMatch(s)) (*starts)[i] = 1;
   }
-  s = rev.Next(s, rev.eot_class);
+  s = rev.Next(s, rev.eot_class());
   if (rev.HasMatch(s)) (*starts)[0] = 1;
 }
 
 // Longest match of the group anchored at `start`; false if none.
-bool LongestFrom(const abi::DfaGroup& g, std::string_view text, std::size_t start,
-                 PatternMatch* out) {
-  const abi::Dfa& a = g.anchored;
-  uint32_t s = a.start[ContextBefore(text, start)];
-  const uint8_t* p = reinterpret_cast<const uint8_t*>(text.data());
+template <typename View>
+bool LongestFrom(View a, const std::vector<uint32_t>& ids, std::string_view text,
+                 std::size_t start, PatternMatch* out) {
+  uint32_t s = a.Start(ContextBefore(text, start));
+  const auto* p = reinterpret_cast<const uint8_t*>(text.data());
   bool found = false;
   auto accept = [&](uint32_t state, std::size_t end) {
     uint32_t best = UINT32_MAX;
-    for (uint32_t k = a.match_begin[state]; k < a.match_begin[state + 1]; ++k) {
-      best = std::min(best, g.pattern_ids[a.match_ids[k]]);
-    }
+    a.ForEachMatch(state, [&](uint32_t id) { best = std::min(best, ids[id]); });
     out->start = start;
     out->end = end;
     out->pattern = best;
     found = true;
   };
-  std::size_t i = start;
-  for (; i < text.size(); ++i) {
-    s = a.Next(s, a.byte_class[p[i]]);
+  for (std::size_t i = start; i < text.size(); ++i) {
+    s = a.Next(s, a.ByteClass(p[i]));
     if (s == abi::kDeadState) return found;
     if (a.HasMatch(s)) accept(s, i);
   }
-  s = a.Next(s, a.eot_class);
+  s = a.Next(s, a.eot_class());
   if (a.HasMatch(s)) accept(s, text.size());
   return found;
 }
 
+template <typename View, typename Report>
+void ScanForward(View f, std::string_view text, Report report) {
+  uint32_t s = f.Start(abi::kCtxText);
+  const auto* p = reinterpret_cast<const uint8_t*>(text.data());
+  const auto* end = p + text.size();
+  for (; p < end; ++p) {
+    s = f.Next(s, f.ByteClass(*p));
+    if (f.HasMatch(s)) report(f, s);
+  }
+  s = f.Next(s, f.eot_class());
+  if (f.HasMatch(s)) report(f, s);
+}
+
+bool Better(const PatternMatch& m, const PatternMatch& best) {
+  return m.start < best.start ||
+         (m.start == best.start &&
+          (m.end > best.end || (m.end == best.end && m.pattern < best.pattern)));
+}
+
 }  // namespace
 
-PatternSet::PatternSet(abi::PatternSetTables tables) : tables_(std::move(tables)) {}
+PatternSet::PatternSet(abi::PatternSetTables tables) : tables_(std::move(tables)) {
+  for (const abi::DfaGroup& g : tables_.groups) {
+    lazy_.push_back(g.lazy ? std::make_unique<LazyGroup>(g, tables_.lazy_cache_bytes) : nullptr);
+  }
+}
 PatternSet::~PatternSet() = default;
 
 bool PatternSet::Jit(std::string* error, const JitOptions& options) {
@@ -88,26 +151,21 @@ bool PatternSet::Scan(std::string_view text, std::vector<bool>* matched) const {
   bool any = false;
   for (std::size_t gi = 0; gi < tables_.groups.size(); ++gi) {
     const abi::DfaGroup& g = tables_.groups[gi];
-    const abi::Dfa& f = g.forward;
-    auto report = [&](uint32_t s) {
-      for (uint32_t k = f.match_begin[s]; k < f.match_begin[s + 1]; ++k) {
-        (*matched)[g.pattern_ids[f.match_ids[k]]] = true;
+    auto report = [&](auto& view, uint32_t s) {
+      view.ForEachMatch(s, [&](uint32_t id) {
+        (*matched)[g.pattern_ids[id]] = true;
         any = true;
-      }
+      });
     };
-    if (jit_ != nullptr) {
-      jit_->ScanGroup(gi, text, report);
-      continue;
+    if (LazyGroup* lazy = lazy_[gi].get()) {
+      std::lock_guard<std::mutex> lock(lazy->mutex);
+      ScanForward(LazyView(lazy->forward), text, report);
+    } else if (jit_ != nullptr) {
+      TableView view(g.forward);
+      jit_->ScanGroup(gi, text, [&](uint32_t s) { report(view, s); });
+    } else {
+      ScanForward(TableView(g.forward), text, report);
     }
-    uint32_t s = f.start[abi::kCtxText];
-    const uint8_t* p = reinterpret_cast<const uint8_t*>(text.data());
-    const uint8_t* end = p + text.size();
-    for (; p < end; ++p) {
-      s = f.Next(s, f.byte_class[*p]);
-      if (f.HasMatch(s)) report(s);
-    }
-    s = f.Next(s, f.eot_class);
-    if (f.HasMatch(s)) report(s);
   }
   return any;
 }
@@ -121,16 +179,23 @@ bool PatternSet::FirstMatch(std::string_view text, std::size_t from, PatternMatc
   std::vector<PatternMatch> all;
   bool found = false;
   std::vector<uint8_t> starts;
-  for (const abi::DfaGroup& g : tables_.groups) {
-    ReverseStarts(g.reverse, text, &starts);
+  for (std::size_t gi = 0; gi < tables_.groups.size(); ++gi) {
+    const abi::DfaGroup& g = tables_.groups[gi];
+    LazyGroup* lazy = lazy_[gi].get();
+    std::unique_lock<std::mutex> lock;
+    if (lazy != nullptr) {
+      lock = std::unique_lock<std::mutex>(lazy->mutex);
+      ReverseStarts(LazyView(lazy->reverse), text, &starts);
+    } else {
+      ReverseStarts(TableView(g.reverse), text, &starts);
+    }
     for (std::size_t i = from; i <= text.size(); ++i) {
       if (!starts[i]) continue;
       PatternMatch m;
-      if (LongestFrom(g, text, i, &m)) {
-        bool better = !found || m.start < out->start ||
-                      (m.start == out->start &&
-                       (m.end > out->end || (m.end == out->end && m.pattern < out->pattern)));
-        if (better) *out = m;
+      bool ok = lazy != nullptr ? LongestFrom(LazyView(lazy->anchored), g.pattern_ids, text, i, &m)
+                                : LongestFrom(TableView(g.anchored), g.pattern_ids, text, i, &m);
+      if (ok) {
+        if (!found || Better(m, *out)) *out = m;
         found = true;
       }
       break;
@@ -142,9 +207,17 @@ bool PatternSet::FirstMatch(std::string_view text, std::size_t from, PatternMatc
 std::vector<PatternMatch> PatternSet::AllMatches(std::string_view text) const {
   std::vector<PatternMatch> result;
   const std::size_t groups = tables_.groups.size();
+  // Lazy groups stay locked for the whole search: their state ids are only
+  // stable while no other thread can flush the cache.
+  std::vector<std::unique_lock<std::mutex>> locks;
   std::vector<std::vector<uint8_t>> starts(groups);
   for (std::size_t gi = 0; gi < groups; ++gi) {
-    ReverseStarts(tables_.groups[gi].reverse, text, &starts[gi]);
+    if (LazyGroup* lazy = lazy_[gi].get()) {
+      locks.emplace_back(lazy->mutex);
+      ReverseStarts(LazyView(lazy->reverse), text, &starts[gi]);
+    } else {
+      ReverseStarts(TableView(tables_.groups[gi].reverse), text, &starts[gi]);
+    }
   }
   std::vector<std::size_t> cursor(groups, 0);
   std::size_t pos = 0;
@@ -158,10 +231,12 @@ std::vector<PatternMatch> PatternSet::AllMatches(std::string_view text) const {
       if (i > text.size()) continue;
       if (found && i > best.start) continue;
       PatternMatch m;
-      if (!LongestFrom(tables_.groups[gi], text, i, &m)) continue;
-      if (!found || m.start < best.start ||
-          (m.start == best.start &&
-           (m.end > best.end || (m.end == best.end && m.pattern < best.pattern)))) {
+      const abi::DfaGroup& g = tables_.groups[gi];
+      LazyGroup* lazy = lazy_[gi].get();
+      bool ok = lazy != nullptr ? LongestFrom(LazyView(lazy->anchored), g.pattern_ids, text, i, &m)
+                                : LongestFrom(TableView(g.anchored), g.pattern_ids, text, i, &m);
+      if (!ok) continue;
+      if (!found || Better(m, best)) {
         best = m;
         found = true;
       }
@@ -173,43 +248,86 @@ std::vector<PatternMatch> PatternSet::AllMatches(std::string_view text) const {
   return result;
 }
 
-StreamScanner::StreamScanner(const PatternSet* set) : set_(set) {
-  for (const abi::DfaGroup& g : set->tables_.groups) states_.push_back(g.forward.start[abi::kCtxText]);
+struct StreamScanner::LazyKeys {
+  std::vector<Subset::Key> keys;  // per group; unused for eager groups
+};
+
+StreamScanner::StreamScanner(const PatternSet* set)
+    : set_(set), lazy_keys_(std::make_unique<LazyKeys>()) {
+  for (std::size_t gi = 0; gi < set->tables_.groups.size(); ++gi) {
+    const abi::DfaGroup& g = set->tables_.groups[gi];
+    if (LazyGroup* lazy = set->lazy_[gi].get()) {
+      std::lock_guard<std::mutex> lock(lazy->mutex);
+      lazy_keys_->keys.push_back(lazy->forward.KeyOf(lazy->forward.Start(abi::kCtxText)));
+      states_.push_back(0);
+    } else {
+      lazy_keys_->keys.emplace_back();
+      states_.push_back(g.forward.start[abi::kCtxText]);
+    }
+  }
 }
+
+StreamScanner::~StreamScanner() = default;
 
 void StreamScanner::Feed(std::string_view chunk, std::vector<MatchEnd>* ends) {
   if (finished_) return;
-  const uint8_t* p = reinterpret_cast<const uint8_t*>(chunk.data());
+  const auto* p = reinterpret_cast<const uint8_t*>(chunk.data());
   const auto& groups = set_->tables_.groups;
+  // Lazy groups: lock, and turn the saved keys back into state ids.
+  std::vector<std::unique_lock<std::mutex>> locks;
+  for (std::size_t gi = 0; gi < groups.size(); ++gi) {
+    if (LazyGroup* lazy = set_->lazy_[gi].get()) {
+      locks.emplace_back(lazy->mutex);
+      states_[gi] = lazy->forward.FromKey(lazy_keys_->keys[gi]);
+    }
+  }
   // Groups advance in lockstep: a byte may be released only where every
   // group is quiescent at the same offset.
   for (std::size_t i = 0; i < chunk.size(); ++i) {
     bool quiet = true;
     for (std::size_t gi = 0; gi < groups.size(); ++gi) {
-      const abi::Dfa& f = groups[gi].forward;
-      uint32_t s = f.Next(states_[gi], f.byte_class[p[i]]);
-      states_[gi] = s;
-      if (f.HasMatch(s)) {
-        for (uint32_t k = f.match_begin[s]; k < f.match_begin[s + 1]; ++k) {
-          ends->push_back(MatchEnd{groups[gi].pattern_ids[f.match_ids[k]], position_ + i});
+      auto step = [&](auto view) {
+        uint32_t s = view.Next(states_[gi], view.ByteClass(p[i]));
+        states_[gi] = s;
+        if (view.HasMatch(s)) {
+          view.ForEachMatch(s, [&](uint32_t id) {
+            ends->push_back(MatchEnd{groups[gi].pattern_ids[id], position_ + i});
+          });
         }
+        quiet = quiet && view.Quiescent(s);
+      };
+      if (LazyGroup* lazy = set_->lazy_[gi].get()) {
+        step(LazyView(lazy->forward));
+      } else {
+        step(TableView(groups[gi].forward));
       }
-      quiet = quiet && f.quiescent[s];
     }
     if (quiet) last_quiescent_ = position_ + i + 1;
   }
   position_ += chunk.size();
+  for (std::size_t gi = 0; gi < groups.size(); ++gi) {
+    if (LazyGroup* lazy = set_->lazy_[gi].get()) {
+      lazy_keys_->keys[gi] = lazy->forward.KeyOf(states_[gi]);
+    }
+  }
 }
 
 void StreamScanner::Finish(std::vector<MatchEnd>* ends) {
   if (finished_) return;
   finished_ = true;
-  for (std::size_t gi = 0; gi < states_.size(); ++gi) {
-    const abi::DfaGroup& g = set_->tables_.groups[gi];
-    const abi::Dfa& f = g.forward;
-    uint32_t s = f.Next(states_[gi], f.eot_class);
-    for (uint32_t k = f.match_begin[s]; k < f.match_begin[s + 1]; ++k) {
-      ends->push_back(MatchEnd{g.pattern_ids[f.match_ids[k]], position_});
+  const auto& groups = set_->tables_.groups;
+  for (std::size_t gi = 0; gi < groups.size(); ++gi) {
+    auto finish = [&](auto view, uint32_t state) {
+      uint32_t s = view.Next(state, view.eot_class());
+      view.ForEachMatch(s, [&](uint32_t id) {
+        ends->push_back(MatchEnd{groups[gi].pattern_ids[id], position_});
+      });
+    };
+    if (LazyGroup* lazy = set_->lazy_[gi].get()) {
+      std::lock_guard<std::mutex> lock(lazy->mutex);
+      finish(LazyView(lazy->forward), lazy->forward.FromKey(lazy_keys_->keys[gi]));
+    } else {
+      finish(TableView(groups[gi].forward), states_[gi]);
     }
   }
   last_quiescent_ = position_;

@@ -32,6 +32,7 @@
 
 namespace kt {
 
+
 struct PatternMatch {
   uint32_t pattern = 0;
   std::size_t start = 0;
@@ -39,6 +40,23 @@ struct PatternMatch {
 };
 
 class PatternJit;  // runtime/internal/jit.h
+struct LazyGroup;  // runtime/internal/lazy_dfa.h
+
+// Eager subset construction (used by the pattern compiler): every DFA state
+// reachable from the four start states. Stops, with ok == false, past the
+// byte budget or the state cap.
+struct DfaBuildLimits {
+  std::size_t budget_bytes = SIZE_MAX;  // transition table bytes
+  std::size_t max_states = SIZE_MAX;
+};
+struct DfaBuildResult {
+  bool ok = false;
+  bool budget_exceeded = false;  // the byte budget, not the state cap, stopped it
+  std::size_t states = 0;
+  std::size_t bytes = 0;
+};
+DfaBuildResult BuildDfa(const abi::NfaProgram& nfa, bool unanchored, const DfaBuildLimits& limits,
+                        abi::Dfa* out);
 
 // How the scan loop is generated. The defaults are what measured fastest
 // (docs/performance.md); the others exist to keep that measurement honest.
@@ -81,6 +99,9 @@ class PatternSet {
   friend class StreamScanner;
   abi::PatternSetTables tables_;
   std::unique_ptr<PatternJit> jit_;
+  // Parallel to tables_.groups: the on-demand automata of lazy groups
+  // (null for eager ones).
+  std::vector<std::unique_ptr<LazyGroup>> lazy_;
   double jit_ms_ = 0;
 };
 
@@ -89,6 +110,7 @@ class PatternSet {
 class StreamScanner {
  public:
   explicit StreamScanner(const PatternSet* set);
+  ~StreamScanner();
 
   struct MatchEnd {
     uint32_t pattern;
@@ -109,8 +131,10 @@ class StreamScanner {
   std::size_t last_quiescent() const { return last_quiescent_; }
 
  private:
+  struct LazyKeys;  // lazy groups' states, kept as keys across cache flushes
   const PatternSet* set_;
-  std::vector<uint32_t> states_;  // one per DFA group
+  std::vector<uint32_t> states_;  // one per DFA group (eager groups)
+  std::unique_ptr<LazyKeys> lazy_keys_;
   std::size_t position_ = 0;
   std::size_t last_quiescent_ = 0;
   bool finished_ = false;

@@ -20,6 +20,8 @@
 // UTF-8 sequences reversed, ^/$ and \A/\z swapped), and finds match starts.
 #include "compiler/internal/automata.h"
 
+#include "runtime/runtime.h"
+
 #include <algorithm>
 #include <chrono>
 #include <deque>
@@ -30,18 +32,27 @@
 namespace kt::internal {
 namespace {
 
-constexpr uint32_t kNone = UINT32_MAX;
+constexpr uint32_t kNone = abi::kNoTarget;
 
-struct NfaState {
-  enum Kind : uint8_t { kRange, kEps, kAssert, kMatch };
-  Kind kind = kEps;
-  uint8_t lo = 0;
-  uint8_t hi = 0;
-  AssertKind assertion = AssertKind::kBeginText;
-  uint32_t out = kNone;
-  uint32_t out2 = kNone;  // kEps only: a second branch
-  uint32_t pattern = 0;   // kMatch only
-};
+using NfaState = abi::NfaInst;
+
+abi::Assertion ToAbi(AssertKind a) {
+  switch (a) {
+    case AssertKind::kBeginLine:
+      return abi::kAssertBeginLine;
+    case AssertKind::kEndLine:
+      return abi::kAssertEndLine;
+    case AssertKind::kBeginText:
+      return abi::kAssertBeginText;
+    case AssertKind::kEndText:
+      return abi::kAssertEndText;
+    case AssertKind::kWordBoundary:
+      return abi::kAssertWordBoundary;
+    case AssertKind::kNotWordBoundary:
+      return abi::kAssertNotWordBoundary;
+  }
+  return abi::kAssertBeginText;
+}
 
 struct ByteRange {
   uint8_t lo;
@@ -149,7 +160,7 @@ class NfaBuilder {
       case RegexKind::kAssert: {
         NfaState s;
         s.kind = NfaState::kAssert;
-        s.assertion = reverse ? Reversed(node.assertion) : node.assertion;
+        s.assertion = ToAbi(reverse ? Reversed(node.assertion) : node.assertion);
         uint32_t id = Add(s);
         return Frag{id, {id}};
       }
@@ -334,15 +345,7 @@ class NfaBuilder {
   bool overflow_ = false;
 };
 
-bool IsWordByte(uint32_t c) {
-  return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || c == '_';
-}
-
-// One pattern group's NFA, forward or reverse, with a start state.
-struct Nfa {
-  std::vector<NfaState> states;
-  uint32_t start = 0;
-};
+using Nfa = abi::NfaProgram;
 
 bool BuildNfa(const std::vector<const RegexNode*>& patterns, bool reverse, std::size_t max_states,
               Nfa* nfa) {
@@ -359,14 +362,10 @@ bool BuildNfa(const std::vector<const RegexNode*>& patterns, bool reverse, std::
   }
   NfaBuilder::Frag all = b.Alternate(std::move(frags));
   if (b.overflow()) return false;
-  nfa->states = std::move(b.states());
+  nfa->insts = std::move(b.states());
   nfa->start = all.start;
   return true;
 }
-
-struct Flags {
-  bool begin_text, begin_line, end_text, end_line, word_boundary;
-};
 
 struct VectorHash {
   std::size_t operator()(const std::vector<uint32_t>& v) const {
@@ -374,263 +373,6 @@ struct VectorHash {
     for (uint32_t x : v) h = h * 1000003u ^ x;
     return h;
   }
-};
-
-class SubsetBuilder {
- public:
-  SubsetBuilder(const Nfa& nfa, bool unanchored, std::size_t budget,
-                std::size_t max_states = SIZE_MAX)
-      : nfa_(nfa), unanchored_(unanchored), budget_(budget), max_states_(max_states) {
-    mark_.assign(nfa.states.size(), 0);
-    ComputeClasses();
-  }
-
-  // Returns false when the DFA would exceed the budget.
-  bool Run(abi::Dfa* dfa, std::size_t* states_before_min) {
-    // State 0 is the dead state: no threads, nothing matched.
-    keys_.push_back(Key{{}, 0, {}, false});
-    for (int ctx = 0; ctx < 4; ++ctx) {
-      start_[ctx] = Intern({nfa_.start}, static_cast<uint8_t>(ctx), {});
-    }
-    std::vector<std::vector<uint32_t>> q_next(num_classes_);
-    std::vector<uint32_t> matches[4];
-    for (std::size_t s = 0; s < keys_.size(); ++s) {
-      bool over_bytes = (s + 1) * num_classes_ * sizeof(uint32_t) > budget_;
-      if (over_bytes || s + 1 > max_states_) {
-        *states_before_min = keys_.size();
-        over_budget_bytes_ = keys_.size() * num_classes_ * sizeof(uint32_t);
-        budget_exceeded_ = over_bytes;
-        return false;
-      }
-      if (s == 0 || keys_[s].final_state) {
-        transitions_.insert(transitions_.end(), num_classes_, 0);
-        continue;
-      }
-      StepAll(keys_[s], &q_next, matches);
-      for (uint32_t cls = 0; cls < num_classes_; ++cls) {
-        bool eot = cls == num_classes_ - 1;
-        const std::vector<uint32_t>& m = matches[class_sig_[cls]];
-        uint32_t target = eot ? (m.empty() ? 0 : Intern({}, 0, m, true))
-                              : Intern(q_next[cls], class_ctx_[cls], m);
-        transitions_.push_back(target);
-      }
-    }
-    *states_before_min = keys_.size();
-    Emit(dfa);
-    return true;
-  }
-
- private:
-  enum Sig : uint8_t { kSigOther = 0, kSigNewline = 1, kSigWord = 2, kSigEot = 3 };
-
-  struct Key {
-    std::vector<uint32_t> q;
-    uint8_t ctx;
-    std::vector<uint32_t> matches;
-    bool final_state = false;
-  };
-
-  void ComputeClasses() {
-    // Boundaries: every range edge, `\n`, and the word-character runs.
-    std::vector<bool> boundary(257, false);
-    boundary[0] = true;
-    auto cut = [&](uint32_t b) {
-      if (b <= 256) boundary[b] = true;
-    };
-    for (const NfaState& s : nfa_.states) {
-      if (s.kind == NfaState::kRange && s.lo <= s.hi) {
-        cut(s.lo);
-        cut(static_cast<uint32_t>(s.hi) + 1);
-      }
-    }
-    for (uint32_t b : {uint32_t{'\n'}, uint32_t{'\n' + 1}, uint32_t{'0'}, uint32_t{'9' + 1},
-                       uint32_t{'A'}, uint32_t{'Z' + 1}, uint32_t{'_'}, uint32_t{'_' + 1},
-                       uint32_t{'a'}, uint32_t{'z' + 1}}) {
-      cut(b);
-    }
-    uint32_t cls = 0;
-    for (uint32_t b = 0; b < 256; ++b) {
-      if (b > 0 && boundary[b]) ++cls;
-      byte_class_[b] = static_cast<uint8_t>(cls);
-      if (b == 0 || boundary[b]) {
-        representative_.push_back(b);
-        class_ctx_.push_back(b == '\n'         ? abi::kCtxNewline
-                             : IsWordByte(b) ? abi::kCtxWord
-                                             : abi::kCtxOther);
-        class_sig_.push_back(b == '\n'         ? kSigNewline
-                             : IsWordByte(b) ? kSigWord
-                                             : kSigOther);
-      }
-    }
-    num_classes_ = cls + 2;  // + end of text
-    class_sig_.push_back(kSigEot);
-    for (uint8_t sig : class_sig_) sig_present_[sig] = true;
-  }
-
-  static uint64_t HashKey(const std::vector<uint32_t>& q, uint8_t ctx,
-                          const std::vector<uint32_t>& matches, bool final_state) {
-    uint64_t h = 1469598103934665603ull ^ (static_cast<uint64_t>(ctx) << 1) ^ final_state;
-    for (uint32_t x : q) h = (h ^ x) * 1099511628211ull;
-    h = (h ^ 0xfffffffful) * 1099511628211ull;
-    for (uint32_t x : matches) h = (h ^ x) * 1099511628211ull;
-    return h;
-  }
-
-  // Finds or adds the state (q, ctx, matches). Lookups of existing states,
-  // by far the common case, allocate nothing.
-  uint32_t Intern(const std::vector<uint32_t>& q, uint8_t ctx,
-                  const std::vector<uint32_t>& matches, bool final_state = false) {
-    if (q.empty() && matches.empty()) return 0;
-    if (q.empty()) ctx = 0;
-    uint64_t h = HashKey(q, ctx, matches, final_state);
-    auto& bucket = ids_[h];
-    for (uint32_t id : bucket) {
-      const Key& k = keys_[id];
-      if (k.ctx == ctx && k.final_state == final_state && k.q == q && k.matches == matches) {
-        return id;
-      }
-    }
-    uint32_t id = static_cast<uint32_t>(keys_.size());
-    keys_.push_back(Key{q, ctx, matches, final_state});
-    bucket.push_back(id);
-    return id;
-  }
-
-  // Computes every class's successor at once. The closure depends only on
-  // the assertion flags, and those only on the class's signature (end of
-  // text, newline, word byte, other), so there are at most four closures per
-  // state; each range state then feeds the contiguous run of classes it
-  // covers.
-  void StepAll(const Key& k, std::vector<std::vector<uint32_t>>* q_next,
-               std::vector<uint32_t>* matches) {
-    for (auto& v : *q_next) v.clear();
-    for (int sig = 0; sig < 4; ++sig) {
-      matches[sig].clear();
-      if (!sig_present_[sig]) continue;
-      Flags f;
-      f.begin_text = k.ctx == abi::kCtxText;
-      f.begin_line = k.ctx == abi::kCtxText || k.ctx == abi::kCtxNewline;
-      f.end_text = sig == kSigEot;
-      f.end_line = sig == kSigEot || sig == kSigNewline;
-      f.word_boundary = (k.ctx == abi::kCtxWord) != (sig == kSigWord);
-      Closure(k.q, f, &ranges_, &matches[sig]);
-      std::sort(matches[sig].begin(), matches[sig].end());
-      matches[sig].erase(std::unique(matches[sig].begin(), matches[sig].end()),
-                         matches[sig].end());
-      if (sig == kSigEot) continue;
-      for (uint32_t r : ranges_) {
-        const NfaState& st = nfa_.states[r];
-        if (st.lo > st.hi || st.out == kNone) continue;
-        for (uint32_t cls = byte_class_[st.lo]; cls <= byte_class_[st.hi]; ++cls) {
-          if (class_sig_[cls] == sig) (*q_next)[cls].push_back(st.out);
-        }
-      }
-    }
-    for (uint32_t cls = 0; cls + 1 < num_classes_; ++cls) {
-      std::vector<uint32_t>& q = (*q_next)[cls];
-      if (unanchored_) q.push_back(nfa_.start);
-      std::sort(q.begin(), q.end());
-      q.erase(std::unique(q.begin(), q.end()), q.end());
-    }
-  }
-
-  void Closure(const std::vector<uint32_t>& q, const Flags& f, std::vector<uint32_t>* ranges,
-               std::vector<uint32_t>* matches) {
-    ++generation_;
-    ranges->clear();
-    stack_.clear();
-    for (uint32_t s : q) Push(s);
-    while (!stack_.empty()) {
-      uint32_t s = stack_.back();
-      stack_.pop_back();
-      const NfaState& st = nfa_.states[s];
-      switch (st.kind) {
-        case NfaState::kEps:
-          if (st.out2 != kNone) Push(st.out2);
-          if (st.out != kNone) Push(st.out);
-          break;
-        case NfaState::kAssert: {
-          bool ok = false;
-          switch (st.assertion) {
-            case AssertKind::kBeginText:
-              ok = f.begin_text;
-              break;
-            case AssertKind::kBeginLine:
-              ok = f.begin_line;
-              break;
-            case AssertKind::kEndText:
-              ok = f.end_text;
-              break;
-            case AssertKind::kEndLine:
-              ok = f.end_line;
-              break;
-            case AssertKind::kWordBoundary:
-              ok = f.word_boundary;
-              break;
-            case AssertKind::kNotWordBoundary:
-              ok = !f.word_boundary;
-              break;
-          }
-          if (ok && st.out != kNone) Push(st.out);
-          break;
-        }
-        case NfaState::kMatch:
-          matches->push_back(st.pattern);
-          break;
-        case NfaState::kRange:
-          ranges->push_back(s);
-          break;
-      }
-    }
-  }
-
-  void Push(uint32_t s) {
-    if (mark_[s] == generation_) return;
-    mark_[s] = generation_;
-    stack_.push_back(s);
-  }
-
-  void Emit(abi::Dfa* dfa) {
-    dfa->num_states = static_cast<uint32_t>(keys_.size());
-    dfa->num_classes = num_classes_;
-    dfa->byte_class = byte_class_;
-    dfa->eot_class = num_classes_ - 1;
-    for (int i = 0; i < 4; ++i) dfa->start[i] = start_[i];
-    dfa->next = std::move(transitions_);
-    dfa->match_begin.assign(1, 0);
-    dfa->quiescent.clear();
-    for (const Key& k : keys_) {
-      dfa->match_ids.insert(dfa->match_ids.end(), k.matches.begin(), k.matches.end());
-      dfa->match_begin.push_back(static_cast<uint32_t>(dfa->match_ids.size()));
-      bool quiet = unanchored_ && k.q.size() == 1 && k.q[0] == nfa_.start && !k.final_state;
-      dfa->quiescent.push_back(quiet ? 1 : 0);
-    }
-  }
-
-  const Nfa& nfa_;
-  bool unanchored_;
-  std::size_t budget_;
-  std::size_t max_states_;
-
- public:
-  std::size_t over_budget_bytes_ = 0;
-  bool budget_exceeded_ = false;  // the byte budget, not a state cap, stopped it
-
- private:
-  std::array<uint8_t, 256> byte_class_{};
-  std::vector<uint32_t> representative_;
-  std::vector<uint8_t> class_ctx_;
-  std::vector<uint8_t> class_sig_;
-  bool sig_present_[4] = {false, false, false, false};
-  std::vector<uint32_t> ranges_;
-  uint32_t num_classes_ = 0;
-  std::array<uint32_t, 4> start_{};
-  std::vector<Key> keys_;
-  std::unordered_map<uint64_t, std::vector<uint32_t>> ids_;
-  std::vector<uint32_t> transitions_;
-  std::vector<uint32_t> mark_;
-  uint32_t generation_ = 0;
-  std::vector<uint32_t> stack_;
 };
 
 // Hopcroft's algorithm. Blocks start as groups of states with the same match
@@ -778,176 +520,113 @@ void CompressClasses(abi::Dfa* dfa) {
   dfa->next = std::move(next);
 }
 
-enum class GroupStatus { kOk, kOverBudget, kNfaTooLarge };
-
 // How far past the budget unminimised construction may go before giving up;
-// the budget itself applies to the minimised tables.
+// the budget itself applies to the minimised tables that are kept.
 constexpr std::size_t kTransientFactor = 4;
 
-GroupStatus BuildGroup(const std::vector<const RegexNode*>& patterns, const AutomataLimits& limits,
-                       abi::DfaGroup* group, AutomataStats* stats) {
-  Nfa fwd, rev;
-  if (!BuildNfa(patterns, false, limits.max_nfa_states, &fwd) ||
-      (!limits.check_only && !BuildNfa(patterns, true, limits.max_nfa_states, &rev))) {
-    return GroupStatus::kNfaTooLarge;
-  }
-  stats->nfa_states += fwd.states.size();
-  std::size_t before = 0, ignored = 0;
-  if (limits.check_only) {
-    // Without minimisation the count is an upper bound, so the check holds
-    // the unminimised tables to the budget: conservative, never lenient.
-    SubsetBuilder f(fwd, true, limits.dfa_memory_budget, limits.max_dfa_states);
-    if (!f.Run(&group->forward, &before)) {
-      stats->dfa_states = before;
-      stats->memory_bytes = f.over_budget_bytes_;
-      stats->budget_exceeded = f.budget_exceeded_;
-      return GroupStatus::kOverBudget;
-    }
-    stats->dfa_states += before;
-    stats->dfa_states_minimized += before;
-    return GroupStatus::kOk;
-  }
-  // Subset construction may use a few times the budget transiently: the
-  // budget applies to the minimised tables that are kept.
+// Builds a group's three DFAs eagerly. False when any would exceed the
+// budget or the forward one grows past `max_states`; `stats` then holds the
+// size reached.
+bool BuildEager(const Nfa& fwd, const Nfa& rev, const AutomataLimits& limits,
+                std::size_t max_states, abi::DfaGroup* group, AutomataStats* stats) {
   const std::size_t transient = kTransientFactor * limits.dfa_memory_budget;
-  SubsetBuilder f(fwd, true, transient, limits.max_dfa_states);
-  SubsetBuilder a(fwd, false, transient);
-  SubsetBuilder r(rev, true, transient);
-  for (auto [builder, dfa, count] : {std::tuple{&f, &group->forward, &before},
-                                     std::tuple{&a, &group->anchored, &ignored},
-                                     std::tuple{&r, &group->reverse, &ignored}}) {
-    if (!builder->Run(dfa, count)) {
-      stats->dfa_states = *count;
-      stats->memory_bytes = builder->over_budget_bytes_;
-      stats->budget_exceeded = builder->budget_exceeded_;
-      return GroupStatus::kOverBudget;
+  struct Job {
+    const Nfa* nfa;
+    bool unanchored;
+    abi::Dfa* out;
+    std::size_t cap;
+  };
+  const Job jobs[] = {{&fwd, true, &group->forward, max_states},
+                      {&fwd, false, &group->anchored, SIZE_MAX},
+                      {&rev, true, &group->reverse, SIZE_MAX}};
+  for (const Job& job : jobs) {
+    DfaBuildResult r = BuildDfa(*job.nfa, job.unanchored, {transient, job.cap}, job.out);
+    if (job.out == &group->forward) stats->dfa_states += r.states;
+    if (!r.ok) {
+      stats->memory_bytes = r.bytes;
+      stats->budget_exceeded = stats->budget_exceeded || r.budget_exceeded;
+      return false;
     }
-  }
-  stats->dfa_states += before;
-  for (abi::Dfa* d : {&group->forward, &group->anchored, &group->reverse}) {
-    Minimize(d);
-    CompressClasses(d);
-    std::size_t bytes = static_cast<std::size_t>(d->num_states) * d->num_classes * sizeof(uint32_t);
+    Minimize(job.out);
+    CompressClasses(job.out);
+    std::size_t bytes =
+        static_cast<std::size_t>(job.out->num_states) * job.out->num_classes * sizeof(uint32_t);
     if (bytes > limits.dfa_memory_budget) {
-      stats->dfa_states = d->num_states;
       stats->memory_bytes = bytes;
       stats->budget_exceeded = true;
-      return GroupStatus::kOverBudget;
+      return false;
     }
   }
   stats->dfa_states_minimized += group->forward.num_states;
-  return GroupStatus::kOk;
+  return true;
 }
 
-bool BuildOne(const std::vector<const RegexNode*>& patterns, const std::vector<uint32_t>& ids,
-              const AutomataLimits& limits, AutomataResult* result) {
-  abi::DfaGroup group;
-  AutomataStats stats;
-  GroupStatus status = BuildGroup(patterns, limits, &group, &stats);
-  if (status == GroupStatus::kOk) {
-    group.pattern_ids = ids;
-    result->stats.nfa_states += stats.nfa_states;
-    result->stats.dfa_states += stats.dfa_states;
-    result->stats.dfa_states_minimized += stats.dfa_states_minimized;
-    result->tables.groups.push_back(std::move(group));
-    return true;
-  }
-  if (status == GroupStatus::kNfaTooLarge) {
+// Patterns that are in progress at the same time multiply DFA states: a
+// digit pattern and a card-number pattern together can need hundreds of
+// times the states of both apart. So a set is built eagerly only while it
+// stays within a few times the sum of its members' own sizes and within the
+// budget; otherwise it becomes one lazy group, whose states the runtime
+// builds as texts visit them (one pass per text either way).
+bool BuildGroups(const std::vector<const RegexNode*>& patterns, const std::vector<uint32_t>& ids,
+                 const AutomataLimits& limits, AutomataResult* result) {
+  constexpr std::size_t kGrowth = 16;
+  Nfa fwd, rev;
+  if (!BuildNfa(patterns, false, limits.max_nfa_states, &fwd) ||
+      !BuildNfa(patterns, true, limits.max_nfa_states, &rev)) {
     result->error = "pattern expands to more than " + std::to_string(limits.max_nfa_states) +
                     " automaton states";
     return false;
   }
-  if (patterns.size() == 1) {
-    result->error = "pattern needs more than " + std::to_string(stats.dfa_states) +
-                    " DFA states (" + std::to_string(stats.memory_bytes) +
-                    " bytes of transitions), over the " +
-                    std::to_string(limits.dfa_memory_budget) + "-byte budget";
-    result->failed_pattern = ids[0];
-    return false;
+  result->stats.nfa_states += fwd.insts.size();
+  std::size_t cap = SIZE_MAX;
+  if (patterns.size() > 1) {
+    // Each member's own forward size, cheaply: eager, unminimised, capped.
+    std::size_t sum = 0;
+    for (const RegexNode* p : patterns) {
+      Nfa one;
+      BuildNfa({p}, false, limits.max_nfa_states, &one);
+      abi::Dfa scratch;
+      DfaBuildResult r = BuildDfa(one, true, {limits.dfa_memory_budget, SIZE_MAX}, &scratch);
+      sum += r.states;
+    }
+    cap = kGrowth * sum + 16;
   }
-  // Still over budget: halve.
-  result->stats.budget_exceeded = true;
-  std::size_t half = patterns.size() / 2;
-  std::vector<const RegexNode*> a(patterns.begin(), patterns.begin() + half);
-  std::vector<const RegexNode*> b(patterns.begin() + half, patterns.end());
-  std::vector<uint32_t> ia(ids.begin(), ids.begin() + half);
-  std::vector<uint32_t> ib(ids.begin() + half, ids.end());
-  return BuildOne(a, ia, limits, result) && BuildOne(b, ib, limits, result);
-}
-
-// Forward-DFA state count of `patterns` if it stays within `max_states`
-// (and the budget); 0 otherwise.
-std::size_t ProbeStates(const std::vector<const RegexNode*>& patterns, const AutomataLimits& limits,
-                        std::size_t max_states, bool* budget_exceeded = nullptr) {
-  AutomataLimits probe = limits;
-  probe.check_only = true;
-  probe.max_dfa_states = max_states;
   abi::DfaGroup group;
+  group.pattern_ids = ids;
   AutomataStats stats;
-  if (BuildGroup(patterns, probe, &group, &stats) != GroupStatus::kOk) {
-    if (budget_exceeded != nullptr) *budget_exceeded = stats.budget_exceeded;
-    return 0;
-  }
-  return stats.dfa_states;
-}
-
-// Patterns that are in progress at the same time multiply DFA states: a
-// digit pattern and a card-number pattern together can need far more states
-// than both apart. So a set is first tried whole, capped at a few times the
-// sum of its members' own sizes; if it explodes, it is regrouped greedily,
-// adding each pattern to the current group only while the merged automaton
-// stays within that factor. Each group is then one DFA, scanned in turn.
-bool BuildGroups(const std::vector<const RegexNode*>& patterns, const std::vector<uint32_t>& ids,
-                 const AutomataLimits& limits, AutomataResult* result) {
-  // Tuned on bench/patterns: the whole set may grow more than a trial
-  // merge, because one DFA means one pass over every text.
-  constexpr std::size_t kGrowth = 16;
-  constexpr std::size_t kTrialGrowth = 8;
-  if (patterns.size() == 1) return BuildOne(patterns, ids, limits, result);
-  std::vector<std::size_t> alone(patterns.size());
-  std::size_t sum = 0;
-  for (std::size_t i = 0; i < patterns.size(); ++i) {
-    alone[i] = ProbeStates({patterns[i]}, limits, SIZE_MAX);
-    if (alone[i] == 0) return BuildOne({patterns[i]}, {ids[i]}, limits, result);  // reports it
-    sum += alone[i];
-  }
-  {
-    // The whole set in one DFA, built for real (no separate probe), unless
-    // it grows past the cap.
-    AutomataLimits capped = limits;
-    capped.max_dfa_states = kGrowth * sum + 16;
-    abi::DfaGroup whole;
-    AutomataStats stats;
-    if (BuildGroup(patterns, capped, &whole, &stats) == GroupStatus::kOk) {
-      whole.pattern_ids = ids;
-      result->stats.nfa_states += stats.nfa_states;
+  if (!limits.check_only) {
+    if (BuildEager(fwd, rev, limits, cap, &group, &stats)) {
       result->stats.dfa_states += stats.dfa_states;
       result->stats.dfa_states_minimized += stats.dfa_states_minimized;
-      result->tables.groups.push_back(std::move(whole));
+      result->tables.groups.push_back(std::move(group));
       return true;
     }
-    if (stats.budget_exceeded) result->stats.budget_exceeded = true;
-  }
-  std::vector<const RegexNode*> group = {patterns[0]};
-  std::vector<uint32_t> group_ids = {ids[0]};
-  std::size_t group_sum = alone[0];
-  for (std::size_t i = 1; i < patterns.size(); ++i) {
-    std::vector<const RegexNode*> trial = group;
-    trial.push_back(patterns[i]);
-    bool over_budget = false;
-    if (ProbeStates(trial, limits, kTrialGrowth * (group_sum + alone[i]) + 16, &over_budget) != 0) {
-      group = std::move(trial);
-      group_ids.push_back(ids[i]);
-      group_sum += alone[i];
-      continue;
+  } else {
+    // Lint: the unminimised forward DFA against the budget (conservative).
+    abi::Dfa scratch;
+    DfaBuildResult r = BuildDfa(fwd, true, {limits.dfa_memory_budget, cap}, &scratch);
+    stats.dfa_states = r.states;
+    stats.memory_bytes = r.bytes;
+    stats.budget_exceeded = r.budget_exceeded;
+    if (r.ok) {
+      result->stats.dfa_states += r.states;
+      result->stats.dfa_states_minimized += r.states;
+      result->tables.groups.push_back(std::move(group));
+      return true;
     }
-    if (over_budget) result->stats.budget_exceeded = true;
-    if (!BuildOne(group, group_ids, limits, result)) return false;
-    group = {patterns[i]};
-    group_ids = {ids[i]};
-    group_sum = alone[i];
   }
-  return BuildOne(group, group_ids, limits, result);
+  // Too large for an eager DFA: run lazily.
+  result->stats.dfa_states += stats.dfa_states;
+  result->stats.memory_bytes_reached = std::max(result->stats.memory_bytes_reached, stats.memory_bytes);
+  result->stats.budget_exceeded = result->stats.budget_exceeded || stats.budget_exceeded;
+  result->stats.lazy = true;
+  group = abi::DfaGroup{};
+  group.pattern_ids = ids;
+  group.lazy = true;
+  group.forward_nfa = std::move(fwd);
+  group.reverse_nfa = std::move(rev);
+  result->tables.groups.push_back(std::move(group));
+  return true;
 }
 
 }  // namespace
@@ -970,7 +649,8 @@ AutomataResult BuildAutomata(const std::vector<const RegexNode*>& patterns,
   }
   for (const abi::DfaGroup& g : result.tables.groups) {
     result.stats.memory_bytes +=
-        g.forward.MemoryBytes() + g.anchored.MemoryBytes() + g.reverse.MemoryBytes();
+        g.forward.MemoryBytes() + g.anchored.MemoryBytes() + g.reverse.MemoryBytes() +
+        (g.forward_nfa.insts.size() + g.reverse_nfa.insts.size()) * sizeof(abi::NfaInst);
   }
   result.stats.compile_ms =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();

@@ -32,9 +32,12 @@ struct AutomataStats {
   std::size_t byte_classes = 0;          // forward DFA of the first group
   std::size_t memory_bytes = 0;          // all tables of all groups
   std::size_t groups = 0;
-  // True when the memory budget (not only the growth heuristic) forced a
-  // split: that is worth a diagnostic, the heuristic alone is not.
+  // True when an eager DFA would exceed the memory budget (not only the
+  // growth heuristic): worth a diagnostic, the heuristic alone is not.
   bool budget_exceeded = false;
+  // True when the set runs as a lazy DFA, and how far eager construction got.
+  bool lazy = false;
+  std::size_t memory_bytes_reached = 0;
   double compile_ms = 0;
 };
 
@@ -46,9 +49,10 @@ struct AutomataResult {
   AutomataStats stats;
 };
 
-// Compiles the patterns (ids are their indexes) into tables. Patterns that
-// together exceed the DFA budget are split into groups; a pattern that alone
-// exceeds it is an error naming the state count and bytes.
+// Compiles the patterns (ids are their indexes) into tables: one eager DFA
+// group when it fits the budget, otherwise one lazy group (the NFAs, for
+// on-demand construction at scan time). Fails only when the NFA itself
+// exceeds `max_nfa_states`.
 AutomataResult BuildAutomata(const std::vector<const RegexNode*>& patterns,
                              const AutomataLimits& limits);
 

@@ -1021,17 +1021,17 @@ void Checker::CompileCheck(Module* m, Span span, const std::string& what,
   AutomataResult r = BuildAutomata(trees, limits);
   if (!r.ok) {
     Report(m, DiagId::kRegexTooLarge, span, what + ": " + r.error,
-           "a count over a class that can also start a new match makes the DFA track every "
-           "start; narrow the class or the count, split the pattern, or raise `--dfa-budget`");
+           "split the pattern or reduce its repetition counts");
     return;
   }
-  if (r.stats.groups > 1 && r.stats.budget_exceeded) {
+  if (r.stats.lazy && r.stats.budget_exceeded) {
     Report(m, DiagId::kPatternSetSplit, span,
-           what + " is split into " + std::to_string(r.stats.groups) + " DFAs: " +
-               std::to_string(r.stats.dfa_states_minimized) + " states, " +
-               std::to_string(r.stats.memory_bytes) + " bytes",
-           "one DFA would exceed the " + std::to_string(options_.dfa_memory_budget) +
-               "-byte budget; each text is now scanned once per DFA");
+           what + " runs on a lazy DFA: an eager one needs more than " +
+               std::to_string(r.stats.dfa_states) + " states (" +
+               std::to_string(r.stats.memory_bytes_reached) + " bytes), over the " +
+               std::to_string(options_.dfa_memory_budget) + "-byte budget",
+           "states are then built while scanning, in a bounded cache; a count over a class "
+           "that can also start a new match (`sk-[A-Za-z0-9-]{20,}`) is the usual cause");
   }
 }
 

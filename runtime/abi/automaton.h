@@ -12,6 +12,7 @@
 #define KT_RUNTIME_ABI_AUTOMATON_H_
 
 #include <array>
+#include <cstddef>
 #include <cstdint>
 #include <vector>
 
@@ -22,6 +23,36 @@ namespace kt::abi {
 enum Context : uint8_t { kCtxText = 0, kCtxNewline = 1, kCtxWord = 2, kCtxOther = 3 };
 
 inline constexpr uint32_t kDeadState = 0;
+inline constexpr uint32_t kNoTarget = UINT32_MAX;
+
+// Zero-width assertions, as NFA instructions see them.
+enum Assertion : uint8_t {
+  kAssertBeginLine = 0,
+  kAssertEndLine = 1,
+  kAssertBeginText = 2,
+  kAssertEndText = 3,
+  kAssertWordBoundary = 4,
+  kAssertNotWordBoundary = 5,
+};
+
+// One instruction of a Thompson NFA over bytes.
+struct NfaInst {
+  enum Kind : uint8_t { kRange, kEps, kAssert, kMatch };
+  Kind kind = kEps;
+  uint8_t lo = 0;  // kRange: bytes lo..hi (lo > hi never matches)
+  uint8_t hi = 0;
+  Assertion assertion = kAssertBeginText;
+  uint32_t out = kNoTarget;
+  uint32_t out2 = kNoTarget;  // kEps only: a second branch
+  uint32_t pattern = 0;       // kMatch only
+};
+
+// The NFA of a pattern group (forward or reversed), the input of subset
+// construction, eager at compile time or lazy at scan time.
+struct NfaProgram {
+  std::vector<NfaInst> insts;
+  uint32_t start = 0;
+};
 
 struct Dfa {
   uint32_t num_states = 0;
@@ -52,15 +83,23 @@ struct Dfa {
 // inside the DFAs are local; `pattern_ids` maps them to the set's ids.
 struct DfaGroup {
   std::vector<uint32_t> pattern_ids;
+  // Eager groups carry the three DFAs. Lazy groups (a set whose DFA would
+  // exceed the budget) carry the NFAs instead; the runtime builds DFA states
+  // on demand, in a bounded cache, as the text visits them.
+  bool lazy = false;
   Dfa forward;   // unanchored: which patterns occur, and where matches end
   Dfa anchored;  // anchored at a start position: longest match from there
   Dfa reverse;   // unanchored over the reversed text: where matches start
+  NfaProgram forward_nfa;
+  NfaProgram reverse_nfa;
 };
 
 // Everything one pattern set compiles to. Usually one group; a set whose
 // single DFA would exceed the memory budget is split into several groups.
 struct PatternSetTables {
   uint32_t num_patterns = 0;
+  // Bytes of DFA states a lazy group may cache before it starts over.
+  std::size_t lazy_cache_bytes = 8u << 20;
   std::vector<DfaGroup> groups;
 };
 

@@ -332,19 +332,21 @@ std::unique_ptr<PatternJit> PatternJit::Compile(const abi::PatternSetTables& tab
   auto ctx = std::make_unique<llvm::LLVMContext>();
   uint64_t id = next_module_id++;
   auto module = std::make_unique<llvm::Module>("kt_patterns_" + std::to_string(id), *ctx);
-  std::vector<std::string> names;
+  std::vector<std::string> names(tables.groups.size());
   for (std::size_t g = 0; g < tables.groups.size(); ++g) {
-    result->jt_.push_back(JitTables::From(tables.groups[g].forward));
+    result->jt_.emplace_back();
+    if (tables.groups[g].lazy) continue;  // built at scan time; interpreted
+    result->jt_.back() = JitTables::From(tables.groups[g].forward);
     if (!options.accelerate) result->jt_.back().accels.clear();
-    names.push_back("kt_scan_" + std::to_string(id) + "_" + std::to_string(g));
+    names[g] = "kt_scan_" + std::to_string(id) + "_" + std::to_string(g);
     if (options.loop == JitOptions::Loop::kDirect) {
       if (result->jt_.back().to_old.size() > 4096) {
         *error = "direct-coded loops are limited to 4096 states";
         return nullptr;
       }
-      EmitDirect(*module, result->jt_.back(), names.back());
+      EmitDirect(*module, result->jt_.back(), names[g]);
     } else {
-      EmitScan(*module, result->jt_.back(), names.back());
+      EmitScan(*module, result->jt_.back(), names[g]);
     }
   }
   std::string verify_errors;
@@ -366,6 +368,10 @@ std::unique_ptr<PatternJit> PatternJit::Compile(const abi::PatternSetTables& tab
     return nullptr;
   }
   for (const std::string& name : names) {
+    if (name.empty()) {
+      result->fns_.push_back(nullptr);
+      continue;
+    }
     auto sym = jit.lookup(name);
     if (!sym) {
       *error = llvm::toString(sym.takeError());

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <random>
 #include <string>
 
 #include "compiler/compiler.h"
@@ -216,24 +217,56 @@ TEST(Linearity, CatastrophicBacktrackingPatternsScanInLinearTime) {
   (void)t2;  // timings are reported by bench/patterns, never asserted here
 }
 
-TEST(Budget, OversizedSetsAreSplitAndReported) {
-  Options options;
-  options.dfa_memory_budget = 16 << 10;
+// A set whose eager DFA would exceed the budget runs on a lazy DFA: same
+// answers as the eager one, for occurrence, spans and streaming, including
+// when the cache is so small that it is flushed again and again.
+TEST(Budget, OverBudgetSetsRunLazilyWithTheSameAnswers) {
   std::vector<PatternSource> sources;
-  for (int i = 0; i < 40; ++i) sources.push_back({"w" + std::to_string(i) + "[a-z]{2,6}x", ""});
-  CompiledPatterns c = CompilePatterns(sources, options);
-  ASSERT_TRUE(c.ok) << c.error;
-  EXPECT_GT(c.stats.groups, 1u);
-  PatternSet set(std::move(c.tables));
-  EXPECT_EQ(Spans(set, "w3abcx w39zzx"), "3:0-6 39:7-13");
+  for (int i = 0; i < 12; ++i) {
+    sources.push_back({"[a-z]{" + std::to_string(3 + i % 4) + "}" + std::to_string(i), ""});
+  }
+  sources.push_back({"\\b[0-9]{3}-[0-9]{4}\\b", ""});
+  sources.push_back({"(?i)ignore\\s+previous", ""});
+  CompiledPatterns eager_c = CompilePatterns(sources, Options{});
+  ASSERT_TRUE(eager_c.ok);
+  ASSERT_FALSE(eager_c.stats.lazy);
+  for (std::size_t budget : {std::size_t{4} << 10, std::size_t{256}}) {
+    Options tiny;
+    tiny.dfa_memory_budget = budget;
+    CompiledPatterns lazy_c = CompilePatterns(sources, tiny);
+    ASSERT_TRUE(lazy_c.ok) << lazy_c.error;
+    EXPECT_TRUE(lazy_c.stats.lazy);
+    CompiledPatterns eager_copy = CompilePatterns(sources, Options{});
+    PatternSet lazy(std::move(lazy_c.tables)), eager(std::move(eager_copy.tables));
+    std::mt19937 rng(99);
+    const char* pieces[] = {"abc", "7", "1", "555-1234", " ", "IGNORE  Previous", "\n", "xyz9",
+                            "q", "zz3"};
+    for (int t = 0; t < 300; ++t) {
+      std::string text;
+      int len = static_cast<int>(rng() % 30);
+      for (int i = 0; i < len; ++i) text += pieces[rng() % 10];
+      std::vector<bool> a, b;
+      lazy.Scan(text, &a);
+      eager.Scan(text, &b);
+      ASSERT_EQ(a, b) << "budget " << budget << " text `" << text << "`";
+      ASSERT_EQ(Spans(lazy, text), Spans(eager, text)) << "budget " << budget << " `" << text << "`";
+    }
+    ExpectChunkingInvariant(lazy, "abcd1 xyzw2 555-1234 ignore previous zzzzz11 end");
+  }
 }
 
-TEST(Budget, SinglePatternOverBudgetIsAnError) {
+TEST(Budget, SinglePatternOverBudgetRunsLazily) {
   Options options;
   options.dfa_memory_budget = 4 << 10;
   CompiledPatterns c = CompilePatterns({{"[a-z]{30}q", ""}}, options);
-  EXPECT_FALSE(c.ok);
-  EXPECT_NE(c.error.find("budget"), std::string::npos) << c.error;
+  ASSERT_TRUE(c.ok) << c.error;
+  EXPECT_TRUE(c.stats.lazy);
+  PatternSet set(std::move(c.tables));
+  std::string text = std::string(40, 'a') + "q";
+  PatternMatch m;
+  ASSERT_TRUE(set.FirstMatch(text, 0, &m));
+  EXPECT_EQ(m.start, 10u);
+  EXPECT_EQ(m.end, 41u);
 }
 
 }  // namespace

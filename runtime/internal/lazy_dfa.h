@@ -1,0 +1,75 @@
+// A DFA built on demand from an NFA, in a bounded cache.
+//
+// Used for pattern sets whose eager DFA would exceed the memory budget
+// (patterns that are in progress at the same time multiply states). Ordinary
+// text visits a few hundred states, so the cache stays small and every text
+// is still scanned once. When the cache is full it is flushed and rebuilt
+// from the current state: each byte then costs one subset step, O(NFA size),
+// so scanning stays linear in the text.
+//
+// Thread-safety: none inside; `LazyGroup` pairs the automata with a mutex
+// that every scan of the group holds.
+#ifndef KT_RUNTIME_INTERNAL_LAZY_DFA_H_
+#define KT_RUNTIME_INTERNAL_LAZY_DFA_H_
+
+#include <cstdint>
+#include <mutex>
+#include <vector>
+
+#include "runtime/abi/automaton.h"
+#include "runtime/internal/subset.h"
+
+namespace kt {
+
+class LazyDfa {
+ public:
+  static constexpr uint32_t kUnknown = UINT32_MAX;
+
+  LazyDfa(const abi::NfaProgram& nfa, bool unanchored, std::size_t cache_bytes);
+
+  uint32_t Start(abi::Context ctx);
+  uint32_t Next(uint32_t s, uint32_t cls) {
+    uint32_t t = next_[static_cast<std::size_t>(s) * k_ + cls];
+    return t != kUnknown ? t : Fill(s, cls);
+  }
+  uint32_t ByteClass(uint8_t b) const { return byte_class_[b]; }
+  uint32_t eot_class() const { return k_ - 1; }
+  bool HasMatch(uint32_t s) const { return !subset_.matches(s).empty(); }
+  const std::vector<uint32_t>& Matches(uint32_t s) const { return subset_.matches(s); }
+  bool Quiescent(uint32_t s) const { return subset_.quiescent(s); }
+
+  // A state survives a cache flush only as its key; streams keep keys
+  // between chunks and re-intern them.
+  Subset::Key KeyOf(uint32_t s) const { return subset_.KeyOf(s); }
+  uint32_t FromKey(const Subset::Key& key) { return subset_.InternKey(key); }
+
+  std::size_t flushes() const { return flushes_; }
+  std::size_t cached_states() const { return subset_.num_states(); }
+
+ private:
+  uint32_t Fill(uint32_t s, uint32_t cls);
+
+  Subset subset_;
+  uint32_t k_;
+  std::array<uint8_t, 256> byte_class_;
+  std::size_t max_states_;
+  std::vector<uint32_t> next_;
+  std::vector<uint32_t> row_;
+  std::size_t flushes_ = 0;
+};
+
+// The three lazy automata of one pattern group, and the lock their scans hold.
+struct LazyGroup {
+  LazyGroup(const abi::DfaGroup& g, std::size_t cache_bytes)
+      : forward(g.forward_nfa, true, cache_bytes),
+        anchored(g.forward_nfa, false, cache_bytes),
+        reverse(g.reverse_nfa, true, cache_bytes) {}
+  std::mutex mutex;
+  LazyDfa forward;
+  LazyDfa anchored;
+  LazyDfa reverse;
+};
+
+}  // namespace kt
+
+#endif  // KT_RUNTIME_INTERNAL_LAZY_DFA_H_
