@@ -159,7 +159,12 @@ bool PatternSet::Scan(std::string_view text, std::vector<bool>* matched) const {
     };
     if (LazyGroup* lazy = lazy_[gi].get()) {
       std::lock_guard<std::mutex> lock(lazy->mutex);
-      ScanForward(LazyView(lazy->forward), text, report);
+      LazyView view(lazy->forward);
+      if (jit_ != nullptr) {
+        jit_->ScanLazyGroup(gi, lazy->forward, text, [&](uint32_t s) { report(view, s); });
+      } else {
+        ScanForward(view, text, report);
+      }
     } else if (jit_ != nullptr) {
       TableView view(g.forward);
       jit_->ScanGroup(gi, text, [&](uint32_t s) { report(view, s); });

@@ -569,7 +569,7 @@ bool BuildEager(const Nfa& fwd, const Nfa& rev, const AutomataLimits& limits,
 // builds as texts visit them (one pass per text either way).
 bool BuildGroups(const std::vector<const RegexNode*>& patterns, const std::vector<uint32_t>& ids,
                  const AutomataLimits& limits, AutomataResult* result) {
-  constexpr std::size_t kGrowth = 16;
+  constexpr std::size_t kGrowth = 8;
   Nfa fwd, rev;
   if (!BuildNfa(patterns, false, limits.max_nfa_states, &fwd) ||
       !BuildNfa(patterns, true, limits.max_nfa_states, &rev)) {

@@ -67,8 +67,13 @@ class Engine {
 
 std::atomic<uint64_t> next_module_id{0};
 
-// Emits `uint64_t name(p, n, state*, next, byte_class, unused)`.
-void EmitScan(llvm::Module& m, const JitTables& t, const std::string& name) {
+// Emits `uint64_t name(p, n, state*, next, byte_class, unused)`. The loop
+// stops *before* a byte whose transition is special (enters a match state;
+// for lazy tables also: not built yet), leaving the state before it in
+// *state; the caller takes that one step itself. With `high_bit`, entries
+// flag specials in their top bit (lazy tables); otherwise match states are
+// those at or past the threshold (eager, renumbered tables).
+void EmitScan(llvm::Module& m, const JitTables& t, bool high_bit, const std::string& name) {
   llvm::LLVMContext& ctx = m.getContext();
   llvm::IRBuilder<> b(ctx);
   auto* i8 = b.getInt8Ty();
@@ -86,6 +91,10 @@ void EmitScan(llvm::Module& m, const JitTables& t, const std::string& name) {
   llvm::Value* cls_tab = fn->getArg(4);
   for (unsigned a : {0u, 2u, 3u, 4u}) fn->addParamAttr(a, llvm::Attribute::NoAlias);
   llvm::Value* threshold = b.getInt32(t.match_threshold);
+  auto special = [&](llvm::Value* s2) {
+    return high_bit ? b.CreateICmpNE(b.CreateAnd(s2, b.getInt32(0x80000000u)), b.getInt32(0))
+                    : b.CreateICmpUGE(s2, threshold);
+  };
 
   auto* entry = llvm::BasicBlock::Create(ctx, "entry", fn);
   auto* loop = llvm::BasicBlock::Create(ctx, "loop", fn);
@@ -107,7 +116,7 @@ void EmitScan(llvm::Module& m, const JitTables& t, const std::string& name) {
   s_phi->addIncoming(s0, entry);
   b.CreateCondBr(b.CreateICmpULT(i_phi, n), dispatch, exit);
 
-  // Found: the byte at `found_i` led into a match state `found_s`.
+  // Found: the byte at `found_i`, from state `found_s`, is special.
   b.SetInsertPoint(found);
   auto* found_i = b.CreatePHI(i64, 5, "found.i");
   auto* found_s = b.CreatePHI(i32, 5, "found.s");
@@ -172,9 +181,9 @@ void EmitScan(llvm::Module& m, const JitTables& t, const std::string& name) {
     llvm::Value* i = b.CreateAdd(step_i, b.getInt64(k));
     llvm::Value* s2 = transition(s, i);
     auto* cont = llvm::BasicBlock::Create(ctx, "step4.cont", fn);
-    b.CreateCondBr(b.CreateICmpUGE(s2, threshold), found, cont);
+    b.CreateCondBr(special(s2), found, cont);
     found_i->addIncoming(i, b.GetInsertBlock());
-    found_s->addIncoming(s2, b.GetInsertBlock());
+    found_s->addIncoming(s, b.GetInsertBlock());
     b.SetInsertPoint(cont);
     s = s2;
   }
@@ -188,9 +197,9 @@ void EmitScan(llvm::Module& m, const JitTables& t, const std::string& name) {
   b.SetInsertPoint(single_body);
   llvm::Value* s1 = transition(s_phi, step_i);
   auto* single_cont = llvm::BasicBlock::Create(ctx, "step1.cont", fn);
-  b.CreateCondBr(b.CreateICmpUGE(s1, threshold), found, single_cont);
+  b.CreateCondBr(special(s1), found, single_cont);
   found_i->addIncoming(step_i, single_body);
-  found_s->addIncoming(s1, single_body);
+  found_s->addIncoming(s_phi, single_body);
   b.SetInsertPoint(single_cont);
   i_phi->addIncoming(b.CreateAdd(step_i, b.getInt64(1)), single_cont);
   s_phi->addIncoming(s1, single_cont);
@@ -298,18 +307,19 @@ static void EmitDirect(llvm::Module& m, const JitTables& t, const std::string& n
     llvm::Value* byte = b.CreateLoad(i8, b.CreateGEP(i8, p, i));
     llvm::Value* c = b.CreateLoad(i8, b.CreateGEP(i8, cls_tab, b.CreateZExt(byte, i64)));
     llvm::Value* i1 = b.CreateAdd(i, b.getInt64(1));
-    // Group classes by destination: one switch case per class, shared blocks.
-    std::map<uint32_t, llvm::BasicBlock*> match_blocks;
+    // Classes into match states share one exit block per state.
+    llvm::BasicBlock* match_block = nullptr;
     auto* sw = b.CreateSwitch(b.CreateZExt(c, i32), bad, k);
     for (uint32_t cls = 0; cls + 1 < k; ++cls) {
       uint32_t target = t.next[s * k + cls];
       llvm::BasicBlock* dest;
       if (target >= t.match_threshold) {
-        auto& mb = match_blocks[target];
+        auto*& mb = match_block;
         if (mb == nullptr) {
           mb = llvm::BasicBlock::Create(ctx, "m", fn);
           llvm::IRBuilder<> mbld(mb);
-          mbld.CreateStore(mbld.getInt32(target), state_ptr);
+          // Stop before the byte, from this state: the caller steps it.
+          mbld.CreateStore(mbld.getInt32(s * k), state_ptr);
           mbld.CreateRet(i);
         }
         dest = mb;
@@ -335,7 +345,13 @@ std::unique_ptr<PatternJit> PatternJit::Compile(const abi::PatternSetTables& tab
   std::vector<std::string> names(tables.groups.size());
   for (std::size_t g = 0; g < tables.groups.size(); ++g) {
     result->jt_.emplace_back();
-    if (tables.groups[g].lazy) continue;  // built at scan time; interpreted
+    if (tables.groups[g].lazy) {
+      // Tables are built at scan time; the loop reads them through the
+      // pointer it is given, and the flag bit marks entries to handle.
+      names[g] = "kt_scan_" + std::to_string(id) + "_" + std::to_string(g);
+      EmitScan(*module, result->jt_.back(), true, names[g]);
+      continue;
+    }
     result->jt_.back() = JitTables::From(tables.groups[g].forward);
     if (!options.accelerate) result->jt_.back().accels.clear();
     names[g] = "kt_scan_" + std::to_string(id) + "_" + std::to_string(g);
@@ -346,7 +362,7 @@ std::unique_ptr<PatternJit> PatternJit::Compile(const abi::PatternSetTables& tab
       }
       EmitDirect(*module, result->jt_.back(), names[g]);
     } else {
-      EmitScan(*module, result->jt_.back(), names[g]);
+      EmitScan(*module, result->jt_.back(), false, names[g]);
     }
   }
   std::string verify_errors;

@@ -70,11 +70,33 @@ class PatternJit {
     while (i < n) {
       uint64_t r = fn(p + i, n - i, &s, t.next.data(), t.byte_class.data(), nullptr);
       if (r == n - i) break;
+      // The generated loop stopped before a byte that enters a match state.
+      s = t.next[s + t.byte_class[p[i + r]]];
       report(t.to_old[s / t.num_classes]);
       i += r + 1;
     }
     uint32_t last = f.Next(t.to_old[s / t.num_classes], f.eot_class);
     if (f.HasMatch(last)) report(last);
+  }
+
+  // Same, for a lazy group: the loop runs over the states built so far and
+  // returns to build the next one or to report a match.
+  template <typename Lazy, typename Report>
+  void ScanLazyGroup(std::size_t group, Lazy& lazy, std::string_view text, Report report) const {
+    ScanFn fn = fns_[group];
+    uint32_t s = lazy.Start(abi::kCtxText);
+    const auto* p = reinterpret_cast<const uint8_t*>(text.data());
+    uint64_t n = text.size();
+    uint64_t i = 0;
+    while (i < n) {
+      uint64_t r = fn(p + i, n - i, &s, lazy.table(), lazy.byte_classes(), nullptr);
+      if (r == n - i) break;
+      s = lazy.Next(s, lazy.ByteClass(p[i + r]));
+      if (lazy.HasMatch(s)) report(s);
+      i += r + 1;
+    }
+    s = lazy.Next(s, lazy.eot_class());
+    if (lazy.HasMatch(s)) report(s);
   }
 
   // The LLVM IR of the set's module, for `explain --llvm`.

@@ -21,27 +21,37 @@
 
 namespace kt {
 
+// States are named by their row offset (id * classes), and each table entry
+// is the target's offset with the top bit set when the target reports a match
+// or is not built yet: one test tells the scan loop (interpreted or JIT) to
+// step out of its fast path.
 class LazyDfa {
  public:
-  static constexpr uint32_t kUnknown = UINT32_MAX;
+  static constexpr uint32_t kSpecial = 0x80000000u;
+  static constexpr uint32_t kUnknown = 0xFFFFFFFFu;
 
   LazyDfa(const abi::NfaProgram& nfa, bool unanchored, std::size_t cache_bytes);
 
   uint32_t Start(abi::Context ctx);
+  // The target offset of `s` on `cls`, building it if needed.
   uint32_t Next(uint32_t s, uint32_t cls) {
-    uint32_t t = next_[static_cast<std::size_t>(s) * k_ + cls];
-    return t != kUnknown ? t : Fill(s, cls);
+    uint32_t t = next_[static_cast<std::size_t>(s) + cls];
+    return t == kUnknown ? Fill(s, cls) : (t & ~kSpecial);
   }
   uint32_t ByteClass(uint8_t b) const { return byte_class_[b]; }
   uint32_t eot_class() const { return k_ - 1; }
-  bool HasMatch(uint32_t s) const { return !subset_.matches(s).empty(); }
-  const std::vector<uint32_t>& Matches(uint32_t s) const { return subset_.matches(s); }
-  bool Quiescent(uint32_t s) const { return subset_.quiescent(s); }
+  bool HasMatch(uint32_t s) const { return !subset_.matches(s / k_).empty(); }
+  const std::vector<uint32_t>& Matches(uint32_t s) const { return subset_.matches(s / k_); }
+  bool Quiescent(uint32_t s) const { return subset_.quiescent(s / k_); }
+
+  // The raw tables for generated code; valid until the next Next() call.
+  const uint32_t* table() const { return next_.data(); }
+  const uint8_t* byte_classes() const { return byte_class_.data(); }
 
   // A state survives a cache flush only as its key; streams keep keys
   // between chunks and re-intern them.
-  Subset::Key KeyOf(uint32_t s) const { return subset_.KeyOf(s); }
-  uint32_t FromKey(const Subset::Key& key) { return subset_.InternKey(key); }
+  Subset::Key KeyOf(uint32_t s) const { return subset_.KeyOf(s / k_); }
+  uint32_t FromKey(const Subset::Key& key);
 
   std::size_t flushes() const { return flushes_; }
   std::size_t cached_states() const { return subset_.num_states(); }
