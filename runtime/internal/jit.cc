@@ -67,6 +67,26 @@ class Engine {
 
 std::atomic<uint64_t> next_module_id{0};
 
+// The scan function's signature, shared by both loop kinds (ScanFn).
+struct ScanArgs {
+  llvm::Function* fn;
+  llvm::Value* p;
+  llvm::Value* n;
+  llvm::Value* state_ptr;
+  llvm::Value* next_tab;
+  llvm::Value* cls_tab;
+};
+
+ScanArgs DeclareScan(llvm::Module& m, const std::string& name) {
+  llvm::LLVMContext& ctx = m.getContext();
+  auto* ptr = llvm::PointerType::getUnqual(ctx);
+  auto* i64 = llvm::Type::getInt64Ty(ctx);
+  auto* fty = llvm::FunctionType::get(i64, {ptr, i64, ptr, ptr, ptr, ptr}, false);
+  auto* fn = llvm::Function::Create(fty, llvm::Function::ExternalLinkage, name, m);
+  for (unsigned a : {0u, 2u, 3u, 4u}) fn->addParamAttr(a, llvm::Attribute::NoAlias);
+  return ScanArgs{fn, fn->getArg(0), fn->getArg(1), fn->getArg(2), fn->getArg(3), fn->getArg(4)};
+}
+
 // Emits `uint64_t name(p, n, state*, next, byte_class, unused)`. The loop
 // stops *before* a byte whose transition is special (enters a match state;
 // for lazy tables also: not built yet), leaving the state before it in
@@ -80,16 +100,7 @@ void EmitScan(llvm::Module& m, const JitTables& t, bool high_bit, const std::str
   auto* i16 = b.getInt16Ty();
   auto* i32 = b.getInt32Ty();
   auto* i64 = b.getInt64Ty();
-  auto* ptr = b.getPtrTy();
-
-  auto* fty = llvm::FunctionType::get(i64, {ptr, i64, ptr, ptr, ptr, ptr}, false);
-  auto* fn = llvm::Function::Create(fty, llvm::Function::ExternalLinkage, name, m);
-  llvm::Value* p = fn->getArg(0);
-  llvm::Value* n = fn->getArg(1);
-  llvm::Value* state_ptr = fn->getArg(2);
-  llvm::Value* next_tab = fn->getArg(3);
-  llvm::Value* cls_tab = fn->getArg(4);
-  for (unsigned a : {0u, 2u, 3u, 4u}) fn->addParamAttr(a, llvm::Attribute::NoAlias);
+  auto [fn, p, n, state_ptr, next_tab, cls_tab] = DeclareScan(m, name);
   llvm::Value* threshold = b.getInt32(t.match_threshold);
   auto special = [&](llvm::Value* s2) {
     return high_bit ? b.CreateICmpNE(b.CreateAnd(s2, b.getInt32(0x80000000u)), b.getInt32(0))
@@ -267,13 +278,8 @@ static void EmitDirect(llvm::Module& m, const JitTables& t, const std::string& n
   auto* i8 = b.getInt8Ty();
   auto* i32 = b.getInt32Ty();
   auto* i64 = b.getInt64Ty();
-  auto* ptr = b.getPtrTy();
-  auto* fty = llvm::FunctionType::get(i64, {ptr, i64, ptr, ptr, ptr, ptr}, false);
-  auto* fn = llvm::Function::Create(fty, llvm::Function::ExternalLinkage, name, m);
-  llvm::Value* p = fn->getArg(0);
-  llvm::Value* n = fn->getArg(1);
-  llvm::Value* state_ptr = fn->getArg(2);
-  llvm::Value* cls_tab = fn->getArg(4);
+  auto [fn, p, n, state_ptr, next_tab, cls_tab] = DeclareScan(m, name);
+  (void)next_tab;  // direct code has no table
   const uint32_t k = t.num_classes;
   const uint32_t states = static_cast<uint32_t>(t.to_old.size());
   auto* entry = llvm::BasicBlock::Create(ctx, "entry", fn);

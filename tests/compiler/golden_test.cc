@@ -14,18 +14,14 @@
 #include <sstream>
 
 #include "compiler/compiler.h"
+#include "tests/compiler/test_files.h"
 
 namespace kt {
 namespace {
 
 namespace fs = std::filesystem;
 
-std::string ReadAll(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+using testing::ReadAll;
 
 std::vector<fs::path> Cases() {
   std::vector<fs::path> cases;
