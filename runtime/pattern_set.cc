@@ -130,7 +130,7 @@ bool Better(const PatternMatch& m, const PatternMatch& best) {
 
 PatternSet::PatternSet(abi::PatternSetTables tables) : tables_(std::move(tables)) {
   for (const abi::DfaGroup& g : tables_.groups) {
-    lazy_.push_back(g.lazy ? std::make_unique<LazyGroup>(g, tables_.lazy_cache_bytes) : nullptr);
+    lazy_.push_back(g.lazy ? std::make_unique<LazyPool>(g, tables_.lazy_cache_bytes) : nullptr);
   }
 }
 PatternSet::~PatternSet() = default;
@@ -157,8 +157,9 @@ bool PatternSet::Scan(std::string_view text, std::vector<bool>* matched) const {
         any = true;
       });
     };
-    if (LazyGroup* lazy = lazy_[gi].get()) {
-      std::lock_guard<std::mutex> lock(lazy->mutex);
+    if (lazy_[gi] != nullptr) {
+      LazyLease lease = lazy_[gi]->Acquire();
+      LazyGroup* lazy = lease.group;
       LazyView view(lazy->forward);
       if (jit_ != nullptr) {
         jit_->ScanLazyGroup(gi, lazy->forward, text, [&](uint32_t s) { report(view, s); });
@@ -186,10 +187,10 @@ bool PatternSet::FirstMatch(std::string_view text, std::size_t from, PatternMatc
   std::vector<uint8_t> starts;
   for (std::size_t gi = 0; gi < tables_.groups.size(); ++gi) {
     const abi::DfaGroup& g = tables_.groups[gi];
-    LazyGroup* lazy = lazy_[gi].get();
-    std::unique_lock<std::mutex> lock;
+    LazyLease lease;
+    if (lazy_[gi] != nullptr) lease = lazy_[gi]->Acquire();
+    LazyGroup* lazy = lease.group;
     if (lazy != nullptr) {
-      lock = std::unique_lock<std::mutex>(lazy->mutex);
       ReverseStarts(LazyView(lazy->reverse), text, &starts);
     } else {
       ReverseStarts(TableView(g.reverse), text, &starts);
@@ -214,12 +215,12 @@ std::vector<PatternMatch> PatternSet::AllMatches(std::string_view text) const {
   const std::size_t groups = tables_.groups.size();
   // Lazy groups stay locked for the whole search: their state ids are only
   // stable while no other thread can flush the cache.
-  std::vector<std::unique_lock<std::mutex>> locks;
+  std::vector<LazyLease> leases(groups);
   std::vector<std::vector<uint8_t>> starts(groups);
   for (std::size_t gi = 0; gi < groups; ++gi) {
-    if (LazyGroup* lazy = lazy_[gi].get()) {
-      locks.emplace_back(lazy->mutex);
-      ReverseStarts(LazyView(lazy->reverse), text, &starts[gi]);
+    if (lazy_[gi] != nullptr) {
+      leases[gi] = lazy_[gi]->Acquire();
+      ReverseStarts(LazyView(leases[gi].group->reverse), text, &starts[gi]);
     } else {
       ReverseStarts(TableView(tables_.groups[gi].reverse), text, &starts[gi]);
     }
@@ -237,7 +238,7 @@ std::vector<PatternMatch> PatternSet::AllMatches(std::string_view text) const {
       if (found && i > best.start) continue;
       PatternMatch m;
       const abi::DfaGroup& g = tables_.groups[gi];
-      LazyGroup* lazy = lazy_[gi].get();
+      LazyGroup* lazy = leases[gi].group;
       bool ok = lazy != nullptr ? LongestFrom(LazyView(lazy->anchored), g.pattern_ids, text, i, &m)
                                 : LongestFrom(TableView(g.anchored), g.pattern_ids, text, i, &m);
       if (!ok) continue;
@@ -261,8 +262,9 @@ StreamScanner::StreamScanner(const PatternSet* set)
     : set_(set), lazy_keys_(std::make_unique<LazyKeys>()) {
   for (std::size_t gi = 0; gi < set->tables_.groups.size(); ++gi) {
     const abi::DfaGroup& g = set->tables_.groups[gi];
-    if (LazyGroup* lazy = set->lazy_[gi].get()) {
-      std::lock_guard<std::mutex> lock(lazy->mutex);
+    if (set->lazy_[gi] != nullptr) {
+      LazyLease lease = set->lazy_[gi]->Acquire();
+      LazyGroup* lazy = lease.group;
       lazy_keys_->keys.push_back(lazy->forward.KeyOf(lazy->forward.Start(abi::kCtxText)));
       states_.push_back(0);
     } else {
@@ -278,12 +280,12 @@ void StreamScanner::Feed(std::string_view chunk, std::vector<MatchEnd>* ends) {
   if (finished_) return;
   const auto* p = reinterpret_cast<const uint8_t*>(chunk.data());
   const auto& groups = set_->tables_.groups;
-  // Lazy groups: lock, and turn the saved keys back into state ids.
-  std::vector<std::unique_lock<std::mutex>> locks;
+  // Lazy groups: lease an instance, and turn the saved keys back into states.
+  std::vector<LazyLease> leases(groups.size());
   for (std::size_t gi = 0; gi < groups.size(); ++gi) {
-    if (LazyGroup* lazy = set_->lazy_[gi].get()) {
-      locks.emplace_back(lazy->mutex);
-      states_[gi] = lazy->forward.FromKey(lazy_keys_->keys[gi]);
+    if (set_->lazy_[gi] != nullptr) {
+      leases[gi] = set_->lazy_[gi]->Acquire();
+      states_[gi] = leases[gi].group->forward.FromKey(lazy_keys_->keys[gi]);
     }
   }
   // Groups advance in lockstep: a byte may be released only where every
@@ -301,7 +303,7 @@ void StreamScanner::Feed(std::string_view chunk, std::vector<MatchEnd>* ends) {
         }
         quiet = quiet && view.Quiescent(s);
       };
-      if (LazyGroup* lazy = set_->lazy_[gi].get()) {
+      if (LazyGroup* lazy = leases[gi].group) {
         step(LazyView(lazy->forward));
       } else {
         step(TableView(groups[gi].forward));
@@ -311,7 +313,7 @@ void StreamScanner::Feed(std::string_view chunk, std::vector<MatchEnd>* ends) {
   }
   position_ += chunk.size();
   for (std::size_t gi = 0; gi < groups.size(); ++gi) {
-    if (LazyGroup* lazy = set_->lazy_[gi].get()) {
+    if (LazyGroup* lazy = leases[gi].group) {
       lazy_keys_->keys[gi] = lazy->forward.KeyOf(states_[gi]);
     }
   }
@@ -328,8 +330,9 @@ void StreamScanner::Finish(std::vector<MatchEnd>* ends) {
         ends->push_back(MatchEnd{groups[gi].pattern_ids[id], position_});
       });
     };
-    if (LazyGroup* lazy = set_->lazy_[gi].get()) {
-      std::lock_guard<std::mutex> lock(lazy->mutex);
+    if (set_->lazy_[gi] != nullptr) {
+      LazyLease lease = set_->lazy_[gi]->Acquire();
+      LazyGroup* lazy = lease.group;
       finish(LazyView(lazy->forward), lazy->forward.FromKey(lazy_keys_->keys[gi]));
     } else {
       finish(TableView(groups[gi].forward), states_[gi]);

@@ -40,7 +40,7 @@ struct PatternMatch {
 };
 
 class PatternJit;  // runtime/internal/jit.h
-struct LazyGroup;  // runtime/internal/lazy_dfa.h
+class LazyPool;  // runtime/internal/lazy_dfa.h
 
 // Eager subset construction (used by the pattern compiler): every DFA state
 // reachable from the four start states. Stops, with ok == false, past the
@@ -101,7 +101,7 @@ class PatternSet {
   std::unique_ptr<PatternJit> jit_;
   // Parallel to tables_.groups: the on-demand automata of lazy groups
   // (null for eager ones).
-  std::vector<std::unique_ptr<LazyGroup>> lazy_;
+  std::vector<std::unique_ptr<LazyPool>> lazy_;
   double jit_ms_ = 0;
 };
 

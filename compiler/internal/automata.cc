@@ -569,7 +569,6 @@ bool BuildEager(const Nfa& fwd, const Nfa& rev, const AutomataLimits& limits,
 // builds as texts visit them (one pass per text either way).
 bool BuildGroups(const std::vector<const RegexNode*>& patterns, const std::vector<uint32_t>& ids,
                  const AutomataLimits& limits, AutomataResult* result) {
-  constexpr std::size_t kGrowth = 8;
   Nfa fwd, rev;
   if (!BuildNfa(patterns, false, limits.max_nfa_states, &fwd) ||
       !BuildNfa(patterns, true, limits.max_nfa_states, &rev)) {
@@ -578,19 +577,10 @@ bool BuildGroups(const std::vector<const RegexNode*>& patterns, const std::vecto
     return false;
   }
   result->stats.nfa_states += fwd.insts.size();
-  std::size_t cap = SIZE_MAX;
-  if (patterns.size() > 1) {
-    // Each member's own forward size, cheaply: eager, unminimised, capped.
-    std::size_t sum = 0;
-    for (const RegexNode* p : patterns) {
-      Nfa one;
-      BuildNfa({p}, false, limits.max_nfa_states, &one);
-      abi::Dfa scratch;
-      DfaBuildResult r = BuildDfa(one, true, {limits.dfa_memory_budget, SIZE_MAX}, &scratch);
-      sum += r.states;
-    }
-    cap = kGrowth * sum + 16;
-  }
+  // Eager DFAs scan without locks and need no warm-up, but their
+  // construction time grows with every reachable state; past this many
+  // states a lazy DFA (built as texts visit states) is the better trade.
+  const std::size_t cap = limits.max_eager_states;
   abi::DfaGroup group;
   group.pattern_ids = ids;
   AutomataStats stats;

@@ -23,6 +23,8 @@ struct AutomataLimits {
   bool check_only = false;
   // With check_only: give up beyond this many states.
   std::size_t max_dfa_states = SIZE_MAX;
+  // Largest forward DFA built eagerly; larger sets run lazily.
+  std::size_t max_eager_states = 2048;
 };
 
 struct AutomataStats {

@@ -1,6 +1,8 @@
 #include "runtime/internal/lazy_dfa.h"
 
 #include <algorithm>
+#include <functional>
+#include <thread>
 
 namespace kt {
 
@@ -45,6 +47,23 @@ uint32_t LazyDfa::Fill(uint32_t offset, uint32_t cls) {
         t * k_ | (subset_.matches(t).empty() ? 0u : kSpecial);
   }
   return row_[cls] * k_;
+}
+
+LazyPool::LazyPool(const abi::DfaGroup& g, std::size_t cache_bytes) {
+  unsigned n = std::clamp(std::thread::hardware_concurrency(), 1u, 8u);
+  for (unsigned i = 0; i < n; ++i) instances_.push_back(std::make_unique<LazyGroup>(g, cache_bytes));
+}
+
+LazyLease LazyPool::Acquire() {
+  static thread_local const std::size_t hint = std::hash<std::thread::id>{}(std::this_thread::get_id());
+  const std::size_t n = instances_.size();
+  for (std::size_t k = 0; k < n; ++k) {
+    LazyGroup* g = instances_[(hint + k) % n].get();
+    std::unique_lock<std::mutex> lock(g->mutex, std::try_to_lock);
+    if (lock.owns_lock()) return LazyLease{g, std::move(lock)};
+  }
+  LazyGroup* g = instances_[hint % n].get();
+  return LazyLease{g, std::unique_lock<std::mutex>(g->mutex)};
 }
 
 }  // namespace kt

@@ -8,11 +8,13 @@
 // so scanning stays linear in the text.
 //
 // Thread-safety: none inside; `LazyGroup` pairs the automata with a mutex
-// that every scan of the group holds.
+// that every scan of the group holds, and `LazyPool` keeps one LazyGroup per
+// hardware thread so concurrent scans do not queue behind one lock.
 #ifndef KT_RUNTIME_INTERNAL_LAZY_DFA_H_
 #define KT_RUNTIME_INTERNAL_LAZY_DFA_H_
 
 #include <cstdint>
+#include <memory>
 #include <mutex>
 #include <vector>
 
@@ -78,6 +80,23 @@ struct LazyGroup {
   LazyDfa forward;
   LazyDfa anchored;
   LazyDfa reverse;
+};
+
+// One locked instance of a pool; the lock is released with the lease.
+struct LazyLease {
+  LazyGroup* group = nullptr;
+  std::unique_lock<std::mutex> lock;
+};
+
+class LazyPool {
+ public:
+  LazyPool(const abi::DfaGroup& g, std::size_t cache_bytes);
+  // A free instance, preferring the calling thread's usual one (its cache is
+  // warm); blocks only when every instance is busy.
+  LazyLease Acquire();
+
+ private:
+  std::vector<std::unique_ptr<LazyGroup>> instances_;
 };
 
 }  // namespace kt

@@ -4,7 +4,9 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <atomic>
 #include <random>
+#include <thread>
 #include <string>
 
 #include "compiler/compiler.h"
@@ -253,6 +255,43 @@ TEST(Budget, OverBudgetSetsRunLazilyWithTheSameAnswers) {
     }
     ExpectChunkingInvariant(lazy, "abcd1 xyzw2 555-1234 ignore previous zzzzz11 end");
   }
+}
+
+// Many threads scanning one lazy set at once (each lazy group is a pool of
+// locked instances) get exactly the single-threaded answers.
+TEST(Budget, LazySetsAreSafeAcrossThreads) {
+  std::vector<PatternSource> sources;
+  for (int i = 0; i < 10; ++i) sources.push_back({"[a-z]{4}" + std::to_string(i) + "x", ""});
+  Options tiny;
+  tiny.dfa_memory_budget = 2 << 10;
+  CompiledPatterns c = CompilePatterns(sources, tiny);
+  ASSERT_TRUE(c.ok);
+  ASSERT_TRUE(c.stats.lazy);
+  PatternSet set(std::move(c.tables));
+  ASSERT_TRUE(set.Jit());
+  std::vector<std::string> texts;
+  std::vector<std::string> expected;
+  for (int t = 0; t < 64; ++t) {
+    std::string text;
+    for (int k = 0; k < 40; ++k) text += "abcd" + std::to_string((t + k) % 12) + (k % 3 ? "x " : "y ");
+    texts.push_back(text);
+    expected.push_back(Spans(set, text));
+  }
+  std::atomic<int> mismatches{0};
+  std::vector<std::thread> threads;
+  for (int th = 0; th < 8; ++th) {
+    threads.emplace_back([&, th] {
+      for (int round = 0; round < 5; ++round) {
+        for (std::size_t t = th % 2; t < texts.size(); t += 2) {
+          if (Spans(set, texts[t]) != expected[t]) ++mismatches;
+          std::vector<bool> occ;
+          set.Scan(texts[t], &occ);
+        }
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(mismatches.load(), 0);
 }
 
 TEST(Budget, SinglePatternOverBudgetRunsLazily) {
