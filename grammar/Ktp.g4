@@ -94,8 +94,10 @@ providerDecl
   : PROVIDER IDENT '{' (field (','? field)* ','?)? '}'
   ;
 
+// Keys are names, or strings for keys that are not names (header names
+// such as "X-Request-Source").
 field
-  : fieldName ':' expr
+  : (fieldName | STRING) ':' expr
   ;
 
 // Precedence climbs from the bottom of this list to the top: earlier

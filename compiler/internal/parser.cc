@@ -134,6 +134,12 @@ class Parse {
     return Name{node->getText(), NodeSpan(node)};
   }
   Action BuildAction(KtpParser::ActionContext* ctx);
+  // An object or provider key: a name, or a string literal's decoded value.
+  Name FieldKey(KtpParser::FieldContext* f) {
+    if (f->fieldName() != nullptr) return Name{f->fieldName()->getText(), CtxSpan(f->fieldName())};
+    StringLit lit = BuildString(f->STRING());
+    return Name{lit.value, lit.span};
+  }
   ExprPtr BuildExpr(KtpParser::ExprContext* ctx, int depth);
   ExprPtr BuildPrimary(KtpParser::PrimaryContext* ctx, int depth);
   ExprPtr NewExpr(ExprKind kind, Span span) {
@@ -629,7 +635,7 @@ void Parse::BuildDecl(KtpParser::DeclContext* ctx) {
     for (auto* f : c->field()) {
       ProviderField pf;
       pf.span = CtxSpan(f);
-      pf.name = Name{f->fieldName()->getText(), CtxSpan(f->fieldName())};
+      pf.name = FieldKey(f);
       pf.value = BuildExpr(f->expr(), 1);
       p.fields.push_back(std::move(pf));
     }
@@ -871,8 +877,9 @@ ExprPtr Parse::BuildPrimary(KtpParser::PrimaryContext* ctx, int depth) {
   if (auto* c = dynamic_cast<KtpParser::ObjectLitContext*>(ctx)) {
     ExprPtr e = NewExpr(ExprKind::kObject, span);
     for (auto* f : c->field()) {
-      e->keys.push_back(f->fieldName()->getText());
-      e->key_spans.push_back(CtxSpan(f->fieldName()));
+      Name key = FieldKey(f);
+      e->keys.push_back(key.text);
+      e->key_spans.push_back(key.span);
       e->children.push_back(BuildExpr(f->expr(), depth + 1));
     }
     return e;

@@ -4,6 +4,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include <filesystem>
+#include <fstream>
+
 #include "compiler/compiler.h"
 
 namespace kt {
@@ -64,6 +67,24 @@ TEST(Checker, QualifiedNamesResolveThroughImports) {
       &sources);
   EXPECT_EQ(r.error_count, 0) << RenderText(r.diagnostics, sources, false);
   EXPECT_EQ(r.warning_count, 0);
+}
+
+TEST(Checker, RelativeFileImportsResolveAgainstTheImporter) {
+  namespace fs = std::filesystem;
+  fs::path dir = fs::temp_directory_path() / "kt_import_test";
+  fs::create_directories(dir / "shared");
+  std::ofstream(dir / "shared" / "ids.ktp") << "pattern account = /AC-[0-9]{4}/\n";
+  std::ofstream(dir / "main.ktp")
+      << "import \"./shared/ids.ktp\"\nimport \"./shared/ids.ktp\" as other\n"
+         "policy \"a\" {\n  on tool_call\n"
+         "  when tool.args.id as string fullmatches ids.account or tool.name matches other.account\n"
+         "  then block\n}\n";
+  Options options;
+  SourceMap sources;
+  LintResult r = Lint({(dir / "main.ktp").string()}, options, &sources);
+  EXPECT_EQ(r.error_count, 0) << RenderText(r.diagnostics, sources, false);
+  EXPECT_EQ(r.warning_count, 0) << RenderText(r.diagnostics, sources, false);
+  fs::remove_all(dir);
 }
 
 TEST(Checker, JsonArgumentsNeedAConversion) {
