@@ -1,6 +1,7 @@
 // `kt policy lint` and `kt policy fmt`.
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -115,6 +116,56 @@ int RunFmt(const std::vector<std::string>& paths, bool write, bool check, Common
   return rc;
 }
 
+int RunExplain(const std::vector<std::string>& paths, bool pir, CommonOptions* common) {
+  common->compiler.stdlib_paths = StdlibPaths(common->stdlib);
+  std::vector<Diagnostic> missing;
+  std::vector<std::string> files = CollectPolicyFiles(paths, &missing);
+  SourceMap sources;
+  ExplainResult r = Explain(files, common->compiler, &sources);
+  r.lint.diagnostics.insert(r.lint.diagnostics.begin(), missing.begin(), missing.end());
+  r.lint.error_count += static_cast<int>(missing.size());
+  if (r.lint.error_count > 0) {
+    std::cerr << RenderText(r.lint.diagnostics, sources, UseColor());
+    return 2;
+  }
+  for (const std::string& problem : r.ir_problems) {
+    std::cerr << "kt: internal error: policy IR does not verify: " << problem << "\n";
+  }
+  if (!r.ir_problems.empty()) return 3;
+  if (pir) {
+    std::cout << r.pir;
+    return 0;
+  }
+  for (const char* stage : {"input", "tool_call", "output"}) {
+    std::vector<const PolicySummary*> rules;
+    for (const PolicySummary& p : r.lint.policies) {
+      if (std::find(p.stages.begin(), p.stages.end(), stage) != p.stages.end()) rules.push_back(&p);
+    }
+    if (rules.empty()) continue;
+    std::cout << "stage " << stage << "\n  rules, in order:\n";
+    for (const PolicySummary* p : rules) {
+      std::cout << "    " << p->name << "  " << p->mode << " " << p->action;
+      if (std::string(stage) == "output") std::cout << "  [" << p->output_class << "]";
+      std::cout << "\n";
+    }
+    bool header = false;
+    for (const PatternSetReport& s : r.sets) {
+      if (s.stage != stage) continue;
+      if (!header) std::cout << "  pattern sets:\n";
+      header = true;
+      std::cout << "    " << s.name << " on " << s.subject << ": " << s.patterns << " pattern"
+                << (s.patterns == 1 ? "" : "s") << ", ";
+      if (s.lazy) {
+        std::cout << "lazy DFA (states built while scanning)";
+      } else {
+        std::cout << s.dfa_states << " DFA states";
+      }
+      std::cout << ", " << s.memory_bytes << " bytes, compiled in " << s.compile_ms << " ms\n";
+    }
+  }
+  return 0;
+}
+
 }  // namespace
 
 std::vector<std::string> StdlibPaths(const std::string& flag) {
@@ -165,6 +216,20 @@ void AddPolicyCommands(CLI::App* app, CommonOptions* common, int* exit_code) {
   AddLimitFlags(fmt, common);
   fmt->callback([=] {
     *exit_code = RunFmt(fmt_args->paths, fmt_args->write, fmt_args->check, common);
+  });
+
+  struct ExplainArgs {
+    std::vector<std::string> paths;
+    bool pir = false;
+  };
+  auto explain_args = std::make_shared<ExplainArgs>();
+  CLI::App* explain = policy->add_subcommand(
+      "explain", "show, per stage, the rules, their stream class and the compiled pattern sets");
+  explain->add_option("PATH", explain_args->paths, "files or directories")->required();
+  explain->add_flag("--pir", explain_args->pir, "print the policy IR instead");
+  AddLimitFlags(explain, common);
+  explain->callback([=] {
+    *exit_code = RunExplain(explain_args->paths, explain_args->pir, common);
   });
 }
 

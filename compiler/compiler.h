@@ -135,6 +135,28 @@ std::vector<std::string> CollectPolicyFiles(const std::vector<std::string>& path
 LintResult Lint(const std::vector<std::string>& files, const Options& options,
                 SourceMap* sources);
 
+// What `kt policy explain` shows: the policy IR of a clean policy set, and
+// each stage's pattern sets compiled, with their automaton sizes.
+struct PatternSetReport {
+  std::string stage;
+  std::string name;     // S0, S1, … as in the IR
+  std::string subject;  // the field the set scans, e.g. output.text
+  std::size_t patterns = 0;
+  std::size_t dfa_states = 0;  // forward DFA, minimised (0 for a lazy set)
+  std::size_t memory_bytes = 0;
+  bool lazy = false;
+  double compile_ms = 0;
+};
+
+struct ExplainResult {
+  LintResult lint;                   // diagnostics; no IR when there are errors
+  std::string pir;                   // printed IR
+  std::vector<PatternSetReport> sets;
+  std::vector<std::string> ir_problems;  // from the IR verifier; empty unless kt has a bug
+};
+ExplainResult Explain(const std::vector<std::string>& files, const Options& options,
+                      SourceMap* sources);
+
 // Checks one in-memory source as a policy set of its own. Imports resolve
 // against `options.stdlib_paths` and relative to `path`'s directory.
 LintResult LintText(const std::string& path, std::string_view text, const Options& options,

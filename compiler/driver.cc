@@ -6,7 +6,9 @@
 #include <sstream>
 
 #include "compiler/compiler.h"
+#include "compiler/internal/automata.h"
 #include "compiler/internal/checker.h"
+#include "compiler/internal/pir.h"
 #include "compiler/internal/diagnostics.h"
 #include "compiler/internal/parser.h"
 
@@ -226,8 +228,10 @@ class Loader {
 };
 
 LintResult Finish(internal::Program* program, internal::DiagnosticSink* sink,
-                  const std::vector<std::string>& files, const Options& options) {
+                  const std::vector<std::string>& files, const Options& options,
+                  std::shared_ptr<internal::PirProgram>* pir = nullptr) {
   internal::CheckResult checked = internal::CheckProgram(program, options, sink);
+  if (pir != nullptr) *pir = checked.pir;
   LintResult result;
   result.files = files;
   result.policies = std::move(checked.policies);
@@ -249,6 +253,46 @@ LintResult Lint(const std::vector<std::string>& files, const Options& options,
   Loader loader(options, sources, &sink, &program);
   for (const std::string& f : files) loader.Load(f, true, "", Span{});
   return Finish(&program, &sink, files, options);
+}
+
+ExplainResult Explain(const std::vector<std::string>& files, const Options& options,
+                      SourceMap* sources) {
+  internal::DiagnosticSink sink;
+  internal::Program program;
+  Loader loader(options, sources, &sink, &program);
+  for (const std::string& f : files) loader.Load(f, true, "", Span{});
+  ExplainResult result;
+  std::shared_ptr<internal::PirProgram> pir;
+  result.lint = Finish(&program, &sink, files, options, &pir);
+  if (pir == nullptr || result.lint.error_count > 0) return result;
+  result.ir_problems = internal::VerifyPir(*pir);
+  internal::AutomataLimits limits;
+  limits.dfa_memory_budget = options.dfa_memory_budget;
+  for (internal::PirStage& stage : pir->stages) {
+    for (std::size_t i = 0; i < stage.sets.size(); ++i) {
+      internal::PirPatternSet& set = stage.sets[i];
+      std::vector<const internal::RegexNode*> trees;
+      for (const internal::PirPattern& p : set.patterns) {
+        trees.insert(trees.end(), p.trees.begin(), p.trees.end());
+      }
+      internal::AutomataResult built = internal::BuildAutomata(trees, limits);
+      set.dfa_states = built.stats.dfa_states_minimized;
+      set.memory_bytes = built.stats.memory_bytes;
+      set.lazy = built.stats.lazy;
+      PatternSetReport report;
+      report.stage = stage.name;
+      report.name = "S" + std::to_string(i);
+      report.subject = set.subject;
+      report.patterns = set.patterns.size();
+      report.dfa_states = set.dfa_states;
+      report.memory_bytes = set.memory_bytes;
+      report.lazy = set.lazy;
+      report.compile_ms = built.stats.compile_ms;
+      result.sets.push_back(report);
+    }
+  }
+  result.pir = internal::PrintPir(*pir);
+  return result;
 }
 
 LintResult LintText(const std::string& path, std::string_view text, const Options& options,

@@ -135,6 +135,20 @@ class Checker {
   std::map<const Decl*, std::vector<const RegexNode*>> decl_trees_;
   std::map<const Expr*, std::pair<Module*, const Decl*>> resolved_;
   void CollectTrees(Module* m, const Expr& e, std::vector<const RegexNode*>* out);
+
+  // --- PIR ----------------------------------------------------------------
+  std::shared_ptr<PirProgram> BuildPir();
+  struct PirContext {
+    Module* module;
+    PirStage* stage;
+    std::vector<std::pair<std::string, std::string>> vars;  // quantifier var -> list path
+    std::vector<std::pair<uint32_t, uint32_t>> refs;        // patterns the condition uses
+  };
+  std::string PirExpr(const Expr& e, PirContext* ctx);
+  std::string PirPath(const Expr& e, PirContext* ctx);
+  std::string PirPatternRef(const Expr& pattern, const std::string& subject, PirContext* ctx,
+                            uint32_t* set_out = nullptr, uint32_t* slot_out = nullptr);
+  std::string PatternLabel(const Expr& e) const;
   void CompileCheck(Module* m, Span span, const std::string& what,
                     const std::vector<const RegexNode*>& trees);
 
@@ -1492,7 +1506,261 @@ CheckResult Checker::Run() {
   for (auto& m : program_->modules) {
     if (m->ast != nullptr) ReportUnused(m.get());
   }
+  if (!sink_->HasErrors()) result_.pir = BuildPir();
   return std::move(result_);
+}
+
+// ------------------------------------------------------------------------
+// PIR construction
+
+std::string QuoteString(const std::string& s) {
+  std::string out = "\"";
+  for (char c : s) {
+    switch (c) {
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      default:
+        out += c;
+    }
+  }
+  return out + "\"";
+}
+
+std::string Checker::PatternLabel(const Expr& e) const {
+  switch (e.kind) {
+    case ExprKind::kRegex:
+      return "/" + e.text + "/" + e.flags;
+    case ExprKind::kString:
+      return QuoteString(e.text);
+    case ExprKind::kIString:
+      return QuoteString(e.text) + "i";
+    case ExprKind::kName:
+      return e.text;
+    case ExprKind::kField:
+      return PatternLabel(*e.children[0]) + "." + e.text;
+    case ExprKind::kParen:
+      return "(" + PatternLabel(*e.children[0]) + ")";
+    case ExprKind::kCall: {
+      std::string s = e.text + "(";
+      for (std::size_t i = 0; i < e.children.size(); ++i) {
+        s += (i ? ", " : "") + PatternLabel(*e.children[i]);
+      }
+      return s + ")";
+    }
+    case ExprKind::kUnion: {
+      std::string s;
+      for (std::size_t i = 0; i < e.children.size(); ++i) {
+        s += (i ? " | " : "") + PatternLabel(*e.children[i]);
+      }
+      return s;
+    }
+    default:
+      return "?";
+  }
+}
+
+// Finds or adds the set for `subject` in the stage and the slot for this
+// pattern in it; returns `S<set>#<slot>`.
+std::string Checker::PirPatternRef(const Expr& pattern, const std::string& subject, PirContext* ctx,
+                                   uint32_t* set_out, uint32_t* slot_out) {
+  std::vector<PirPatternSet>& sets = ctx->stage->sets;
+  uint32_t set = 0;
+  while (set < sets.size() && sets[set].subject != subject) ++set;
+  if (set == sets.size()) sets.push_back(PirPatternSet{subject, {}});
+  std::string label = PatternLabel(pattern);
+  std::vector<PirPattern>& pats = sets[set].patterns;
+  uint32_t slot = 0;
+  while (slot < pats.size() && pats[slot].label != label) ++slot;
+  if (slot == pats.size()) {
+    PirPattern p;
+    p.label = label;
+    CollectTrees(ctx->module, pattern, &p.trees);
+    pats.push_back(std::move(p));
+  }
+  if (set_out != nullptr) *set_out = set;
+  if (slot_out != nullptr) *slot_out = slot;
+  ctx->refs.emplace_back(set, slot);
+  return "S" + std::to_string(set) + "#" + std::to_string(slot);
+}
+
+// The canonical path of a subject: quantifier variables replaced by the
+// list they range over, `[*]` for "every element".
+std::string Checker::PirPath(const Expr& e, PirContext* ctx) {
+  switch (e.kind) {
+    case ExprKind::kName:
+      for (auto it = ctx->vars.rbegin(); it != ctx->vars.rend(); ++it) {
+        if (it->first == e.text) return it->second + "[*]";
+      }
+      return e.text;
+    case ExprKind::kField:
+      return PirPath(*e.children[0], ctx) + "." + e.text;
+    case ExprKind::kParen:
+      return PirPath(*e.children[0], ctx);
+    default:
+      return PirExpr(e, ctx);
+  }
+}
+
+std::string Checker::PirExpr(const Expr& e, PirContext* ctx) {
+  auto join = [&](const char* sep) {
+    std::string s;
+    for (std::size_t i = 0; i < e.children.size(); ++i) {
+      s += (i ? sep : "") + PirExpr(*e.children[i], ctx);
+    }
+    return s;
+  };
+  switch (e.kind) {
+    case ExprKind::kInt:
+    case ExprKind::kFloat:
+    case ExprKind::kDuration:
+      return e.text;
+    case ExprKind::kString:
+      return QuoteString(e.text);
+    case ExprKind::kIString:
+    case ExprKind::kRegex:
+      return PatternLabel(e);
+    case ExprKind::kBool:
+      return e.bool_value ? "true" : "false";
+    case ExprKind::kNull:
+      return "null";
+    case ExprKind::kName: {
+      // A constant `let` is inlined, so the IR needs no symbol table.
+      auto it = resolved_.find(&e);
+      if (it != resolved_.end() && it->second.second->kind == DeclKind::kLet) {
+        return PirExpr(*it->second.second->let->value, ctx);
+      }
+      return e.text;
+    }
+    case ExprKind::kField: {
+      auto it = resolved_.find(&e);
+      if (it != resolved_.end() && it->second.second->kind == DeclKind::kLet) {
+        return PirExpr(*it->second.second->let->value, ctx);
+      }
+      return PirExpr(*e.children[0], ctx) + "." + e.text;
+    }
+    case ExprKind::kCall:
+      if (e.text == "count" && e.children[0]->kind == ExprKind::kIn) {
+        const Expr& in = *e.children[0];
+        std::string subject = PirPath(*in.children[1], ctx);
+        return "count(" + PirPatternRef(*in.children[0], subject, ctx) + " in " +
+               PirExpr(*in.children[1], ctx) + ")";
+      }
+      return e.text + "(" + join(", ") + ")";
+    case ExprKind::kIndex:
+      return PirExpr(*e.children[0], ctx) + "[" + PirExpr(*e.children[1], ctx) + "]";
+    case ExprKind::kCast:
+      return PirExpr(*e.children[0], ctx) + " as " + e.text;
+    case ExprKind::kNeg:
+      return "-" + PirExpr(*e.children[0], ctx);
+    case ExprKind::kUnion:
+      return join(" | ");
+    case ExprKind::kCoalesce:
+      return join(" ?? ");
+    case ExprKind::kCompare:
+      return PirExpr(*e.children[0], ctx) + " " + e.text + " " + PirExpr(*e.children[1], ctx);
+    case ExprKind::kIn:
+      return PirExpr(*e.children[0], ctx) + (e.bool_value ? " not in " : " in ") +
+             PirExpr(*e.children[1], ctx);
+    case ExprKind::kMatch:
+      if (e.text == "matches" || e.text == "fullmatches") {
+        std::string subject = PirPath(*e.children[0], ctx);
+        return PirExpr(*e.children[0], ctx) + " " + e.text + " " +
+               PirPatternRef(*e.children[1], subject, ctx);
+      }
+      return PirExpr(*e.children[0], ctx) + " " + e.text + " " + PirExpr(*e.children[1], ctx);
+    case ExprKind::kNot:
+      return "not (" + PirExpr(*e.children[0], ctx) + ")";
+    case ExprKind::kAnd:
+      return "(" + join(" and ") + ")";
+    case ExprKind::kOr:
+      return "(" + join(" or ") + ")";
+    case ExprKind::kQuant: {
+      std::string list = PirExpr(*e.children[0], ctx);
+      ctx->vars.emplace_back(e.text, PirPath(*e.children[0], ctx));
+      std::string body = PirExpr(*e.children[1], ctx);
+      ctx->vars.pop_back();
+      return std::string(e.bool_value ? "all " : "any ") + e.text + " in " + list + ": " + body;
+    }
+    case ExprKind::kList:
+      return "[" + join(", ") + "]";
+    case ExprKind::kObject:
+      return "{…}";
+    case ExprKind::kParen:
+      return PirExpr(*e.children[0], ctx);
+  }
+  return "?";
+}
+
+std::shared_ptr<PirProgram> Checker::BuildPir() {
+  auto pir = std::make_shared<PirProgram>();
+  const char* kStageNames[] = {"input", "tool_call", "output"};
+  for (const char* name : kStageNames) pir->stages.push_back(PirStage{name, {}, {}});
+  std::size_t summary_index = 0;
+  for (Module* m : program_->roots) {
+    if (m->ast == nullptr) continue;
+    for (const Decl& d : m->ast->decls) {
+      if (d.kind != DeclKind::kPolicy) continue;
+      const PolicyDecl& p = *d.policy;
+      // The summaries were produced in the same order while checking.
+      const PolicySummary* summary = nullptr;
+      for (std::size_t i = summary_index; i < result_.policies.size(); ++i) {
+        if (result_.policies[i].name == p.name.value && result_.policies[i].file == m->path) {
+          summary = &result_.policies[i];
+          summary_index = i + 1;
+          break;
+        }
+      }
+      if (summary == nullptr) continue;
+      const PolicyClause* when = nullptr;
+      const PolicyClause* then = nullptr;
+      for (const PolicyClause& c : p.clauses) {
+        if (c.kind == ClauseKind::kWhen) when = &c;
+        if (c.kind == ClauseKind::kThen) then = &c;
+      }
+      for (const std::string& stage_name : summary->stages) {
+        PirStage* stage = nullptr;
+        for (PirStage& st : pir->stages) {
+          if (st.name == stage_name) stage = &st;
+        }
+        PirContext ctx{m, stage, {}, {}};
+        PirRule rule;
+        rule.policy = p.name.value;
+        rule.file = m->path;
+        rule.mode = summary->mode;
+        rule.action = summary->action;
+        if (stage_name == "output") rule.stream_class = summary->output_class;
+        rule.condition = when == nullptr ? "true" : PirExpr(*when->condition, &ctx);
+        rule.pattern_refs = std::move(ctx.refs);
+        const Action& a = then->action;
+        rule.code = a.code.value;
+        rule.message = a.message.value;
+        std::string subject =
+            stage_name == "input" ? "input.messages[*].content" : "output.text";
+        for (const RedactItem& item : a.items) {
+          PirRedaction r;
+          PirPatternRef(*item.pattern, subject, &ctx, &r.set, &r.slot);
+          r.replacement = item.replacement.value;
+          rule.redactions.push_back(std::move(r));
+        }
+        stage->rules.push_back(std::move(rule));
+      }
+    }
+  }
+  // The trees are owned by the checker's side table; hand them over.
+  for (auto& [expr, tree] : literal_trees_) {
+    if (tree != nullptr) pir->owned_trees.push_back(std::move(tree));
+  }
+  return pir;
 }
 
 }  // namespace

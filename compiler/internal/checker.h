@@ -15,6 +15,7 @@
 #include "compiler/compiler.h"
 #include "compiler/internal/ast.h"
 #include "compiler/internal/diagnostics.h"
+#include "compiler/internal/pir.h"
 #include "compiler/internal/types.h"
 
 namespace kt::internal {
@@ -40,6 +41,8 @@ enum class Stage { kNone, kInput, kToolCall, kOutput };
 
 struct CheckResult {
   std::vector<PolicySummary> policies;
+  // The policy IR of the root files, when the program has no errors.
+  std::shared_ptr<PirProgram> pir;
 };
 
 CheckResult CheckProgram(Program* program, const Options& options, DiagnosticSink* sink);

@@ -105,5 +105,29 @@ TEST(DiagnosticGoldens, EveryCodeIsCoveredAndDocumented) {
   }
 }
 
+// The policy IR of every example file, golden-tested, and verified.
+TEST(PirGoldens, ExamplesMatchAndVerify) {
+  bool update = std::getenv("KT_UPDATE_GOLDENS") != nullptr;
+  int cases = 0;
+  for (const auto& e : fs::directory_iterator("examples/policies")) {
+    if (e.path().extension() != ".ktp") continue;
+    ++cases;
+    Options options;
+    options.stdlib_paths = {"stdlib"};
+    SourceMap sources;
+    ExplainResult r = Explain({e.path().string()}, options, &sources);
+    ASSERT_EQ(r.lint.error_count, 0) << e.path();
+    EXPECT_TRUE(r.ir_problems.empty()) << e.path() << ": " << r.ir_problems[0];
+    fs::path golden = fs::path("tests/golden/pir") / e.path().filename();
+    golden.replace_extension(".pir");
+    if (update) {
+      std::ofstream(golden, std::ios::binary) << r.pir;
+      continue;
+    }
+    EXPECT_EQ(ReadAll(golden), r.pir) << "IR golden mismatch for " << e.path();
+  }
+  EXPECT_GE(cases, 6);
+}
+
 }  // namespace
 }  // namespace kt
