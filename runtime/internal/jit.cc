@@ -90,10 +90,11 @@ ScanArgs DeclareScan(llvm::Module& m, const std::string& name) {
 // Emits `uint64_t name(p, n, state*, next, byte_class, unused)`. The loop
 // stops *before* a byte whose transition is special (enters a match state;
 // for lazy tables also: not built yet), leaving the state before it in
-// *state; the caller takes that one step itself. With `high_bit`, entries
-// flag specials in their top bit (lazy tables); otherwise match states are
-// those at or past the threshold (eager, renumbered tables).
-void EmitScan(llvm::Module& m, const JitTables& t, bool high_bit, const std::string& name) {
+// *state; the caller takes that one step itself. Eager tables (`lazy` false)
+// use row addresses as states and the renumbering threshold for matches;
+// lazy tables use row offsets whose entries flag specials in their top bit.
+void EmitScan(llvm::Module& m, const JitTables& t, bool lazy, const std::string& name) {
+  const bool high_bit = lazy;
   llvm::LLVMContext& ctx = m.getContext();
   llvm::IRBuilder<> b(ctx);
   auto* i8 = b.getInt8Ty();
@@ -101,9 +102,9 @@ void EmitScan(llvm::Module& m, const JitTables& t, bool high_bit, const std::str
   auto* i32 = b.getInt32Ty();
   auto* i64 = b.getInt64Ty();
   auto [fn, p, n, state_ptr, next_tab, cls_tab] = DeclareScan(m, name);
-  llvm::Value* threshold = b.getInt32(t.match_threshold);
+  llvm::Value* threshold = b.getInt64(lazy ? 0 : t.Row(t.match_threshold));
   auto special = [&](llvm::Value* s2) {
-    return high_bit ? b.CreateICmpNE(b.CreateAnd(s2, b.getInt32(0x80000000u)), b.getInt32(0))
+    return high_bit ? b.CreateICmpNE(b.CreateAnd(s2, b.getInt64(0x80000000u)), b.getInt64(0))
                     : b.CreateICmpUGE(s2, threshold);
   };
 
@@ -117,12 +118,12 @@ void EmitScan(llvm::Module& m, const JitTables& t, bool high_bit, const std::str
   auto* exit = llvm::BasicBlock::Create(ctx, "exit", fn);
 
   b.SetInsertPoint(entry);
-  llvm::Value* s0 = b.CreateLoad(i32, state_ptr, "s0");
+  llvm::Value* s0 = b.CreateLoad(i64, state_ptr, "s0");
   b.CreateBr(loop);
 
   b.SetInsertPoint(loop);
   auto* i_phi = b.CreatePHI(i64, 3, "i");
-  auto* s_phi = b.CreatePHI(i32, 3, "s");
+  auto* s_phi = b.CreatePHI(i64, 3, "s");
   i_phi->addIncoming(b.getInt64(0), entry);
   s_phi->addIncoming(s0, entry);
   b.CreateCondBr(b.CreateICmpULT(i_phi, n), dispatch, exit);
@@ -130,7 +131,7 @@ void EmitScan(llvm::Module& m, const JitTables& t, bool high_bit, const std::str
   // Found: the byte at `found_i`, from state `found_s`, is special.
   b.SetInsertPoint(found);
   auto* found_i = b.CreatePHI(i64, 5, "found.i");
-  auto* found_s = b.CreatePHI(i32, 5, "found.s");
+  auto* found_s = b.CreatePHI(i64, 5, "found.s");
   b.CreateStore(found_s, state_ptr);
   b.CreateRet(found_i);
 
@@ -147,7 +148,7 @@ void EmitScan(llvm::Module& m, const JitTables& t, bool high_bit, const std::str
     auto* body = llvm::BasicBlock::Create(ctx, "accel.body", fn);
     auto* hit = llvm::BasicBlock::Create(ctx, "accel.hit", fn);
     auto* done = llvm::BasicBlock::Create(ctx, "accel.done", fn);
-    sw->addCase(b.getInt32(a.state), head);
+    sw->addCase(b.getInt64(t.Row(a.state)), head);
     b.SetInsertPoint(head);
     auto* ai = b.CreatePHI(i64, 2, "ai");
     ai->addIncoming(i_phi, dispatch);
@@ -174,11 +175,15 @@ void EmitScan(llvm::Module& m, const JitTables& t, bool high_bit, const std::str
   }
 
   // One transition from `s` on the byte at `i`.
-  auto transition = [&](llvm::Value* s, llvm::Value* i) {
+  auto transition = [&](llvm::Value* s, llvm::Value* i) -> llvm::Value* {
     llvm::Value* byte = b.CreateLoad(i8, b.CreateGEP(i8, p, i));
-    llvm::Value* c = b.CreateLoad(i8, b.CreateGEP(i8, cls_tab, b.CreateZExt(byte, i64)));
-    llvm::Value* idx = b.CreateAdd(b.CreateZExt(s, i64), b.CreateZExt(c, i64));
-    return b.CreateLoad(i32, b.CreateGEP(i32, next_tab, idx));
+    llvm::Value* c = b.CreateZExt(b.CreateLoad(i8, b.CreateGEP(i8, cls_tab, b.CreateZExt(byte, i64))), i64);
+    if (!lazy) {
+      llvm::Value* row = b.CreateIntToPtr(s, b.getPtrTy());
+      return b.CreateLoad(i64, b.CreateGEP(i64, row, c));
+    }
+    llvm::Value* idx = b.CreateAdd(s, c);
+    return b.CreateZExt(b.CreateLoad(i32, b.CreateGEP(i32, next_tab, idx)), i64);
   };
 
   // Four steps per bounds check while at least four bytes remain.
@@ -217,7 +222,7 @@ void EmitScan(llvm::Module& m, const JitTables& t, bool high_bit, const std::str
   b.CreateBr(loop);
 
   b.SetInsertPoint(exit);
-  auto* exit_s = b.CreatePHI(i32, 2, "exit.s");
+  auto* exit_s = b.CreatePHI(i64, 2, "exit.s");
   exit_s->addIncoming(s_phi, loop);
   exit_s->addIncoming(s_phi, single);
   b.CreateStore(exit_s, state_ptr);
@@ -250,6 +255,8 @@ JitTables JitTables::From(const abi::Dfa& d) {
   }
   t.byte_class = d.byte_class;
   t.start = to_new[d.start[abi::kCtxText]] * k;
+  t.rows.resize(t.next.size());
+  for (std::size_t i = 0; i < t.next.size(); ++i) t.rows[i] = t.Row(t.next[i]);
   for (uint32_t s = 0; s < n; ++s) {
     if (!d.quiescent[s]) continue;
     std::vector<uint8_t> exits;
@@ -291,11 +298,11 @@ static void EmitDirect(llvm::Module& m, const JitTables& t, const std::string& n
     phis[s] = b.CreatePHI(i64, 2, "i");
   }
   b.SetInsertPoint(entry);
-  llvm::Value* s0 = b.CreateLoad(i32, state_ptr);
+  llvm::Value* s0 = b.CreateLoad(i64, state_ptr);
   auto* bad = llvm::BasicBlock::Create(ctx, "bad", fn);
   auto* sw0 = b.CreateSwitch(s0, bad, states);
   for (uint32_t s = 0; s < states; ++s) {
-    sw0->addCase(b.getInt32(s * k), blocks[s]);
+    sw0->addCase(b.getInt64(t.Row(s * k)), blocks[s]);
     phis[s]->addIncoming(b.getInt64(0), entry);
   }
   b.SetInsertPoint(bad);
@@ -307,7 +314,7 @@ static void EmitDirect(llvm::Module& m, const JitTables& t, const std::string& n
     auto* end = llvm::BasicBlock::Create(ctx, "s" + std::to_string(s) + ".end", fn);
     b.CreateCondBr(b.CreateICmpULT(i, n), body, end);
     b.SetInsertPoint(end);
-    b.CreateStore(b.getInt32(s * k), state_ptr);
+    b.CreateStore(b.getInt64(t.Row(s * k)), state_ptr);
     b.CreateRet(n);
     b.SetInsertPoint(body);
     llvm::Value* byte = b.CreateLoad(i8, b.CreateGEP(i8, p, i));
@@ -325,7 +332,7 @@ static void EmitDirect(llvm::Module& m, const JitTables& t, const std::string& n
           mb = llvm::BasicBlock::Create(ctx, "m", fn);
           llvm::IRBuilder<> mbld(mb);
           // Stop before the byte, from this state: the caller steps it.
-          mbld.CreateStore(mbld.getInt32(s * k), state_ptr);
+          mbld.CreateStore(mbld.getInt64(t.Row(s * k)), state_ptr);
           mbld.CreateRet(i);
         }
         dest = mb;

@@ -38,6 +38,14 @@ struct JitTables {
   uint32_t match_threshold = 0;  // offsets >= this report a match
   uint32_t start = 0;
   std::vector<uint32_t> next;
+  // The same transitions as absolute addresses of target rows: the generated
+  // loop then loads `*(row + class)` with no add on the dependent chain (the
+  // state is the row's address, as in RE2's State* loop).
+  std::vector<uint64_t> rows;
+  uint64_t Row(uint32_t offset) const { return reinterpret_cast<uint64_t>(rows.data() + offset); }
+  uint32_t OffsetOf(uint64_t row) const {
+    return static_cast<uint32_t>((row - Row(0)) / sizeof(uint64_t));
+  }
   std::array<uint8_t, 256> byte_class{};
   std::vector<uint32_t> to_old;  // new state index -> ABI state id
   std::vector<Accel> accels;
@@ -47,8 +55,8 @@ struct JitTables {
 // `n` if none did; `*state` holds the state after that byte (or at the end).
 // The tables are passed in rather than embedded in the code, so code size and
 // JIT time do not grow with the automaton.
-using ScanFn = uint64_t (*)(const uint8_t* p, uint64_t n, uint32_t* state, const uint32_t* next,
-                            const uint8_t* byte_class, const uint8_t* match_flag);
+using ScanFn = uint64_t (*)(const uint8_t* p, uint64_t n, uint64_t* state, const uint32_t* next,
+                            const uint8_t* byte_class, const void* unused);
 
 class PatternJit {
  public:
@@ -63,19 +71,19 @@ class PatternJit {
     const abi::Dfa& f = tables_->groups[group].forward;
     const JitTables& t = jt_[group];
     ScanFn fn = fns_[group];
-    uint32_t s = t.start;
+    uint64_t s = t.Row(t.start);
     const auto* p = reinterpret_cast<const uint8_t*>(text.data());
     uint64_t n = text.size();
     uint64_t i = 0;
     while (i < n) {
-      uint64_t r = fn(p + i, n - i, &s, t.next.data(), t.byte_class.data(), nullptr);
+      uint64_t r = fn(p + i, n - i, &s, nullptr, t.byte_class.data(), nullptr);
       if (r == n - i) break;
       // The generated loop stopped before a byte that enters a match state.
-      s = t.next[s + t.byte_class[p[i + r]]];
-      report(t.to_old[s / t.num_classes]);
+      s = reinterpret_cast<const uint64_t*>(s)[t.byte_class[p[i + r]]];
+      report(t.to_old[t.OffsetOf(s) / t.num_classes]);
       i += r + 1;
     }
-    uint32_t last = f.Next(t.to_old[s / t.num_classes], f.eot_class);
+    uint32_t last = f.Next(t.to_old[t.OffsetOf(s) / t.num_classes], f.eot_class);
     if (f.HasMatch(last)) report(last);
   }
 
@@ -84,19 +92,19 @@ class PatternJit {
   template <typename Lazy, typename Report>
   void ScanLazyGroup(std::size_t group, Lazy& lazy, std::string_view text, Report report) const {
     ScanFn fn = fns_[group];
-    uint32_t s = lazy.Start(abi::kCtxText);
+    uint64_t s = lazy.Start(abi::kCtxText);
     const auto* p = reinterpret_cast<const uint8_t*>(text.data());
     uint64_t n = text.size();
     uint64_t i = 0;
     while (i < n) {
       uint64_t r = fn(p + i, n - i, &s, lazy.table(), lazy.byte_classes(), nullptr);
       if (r == n - i) break;
-      s = lazy.Next(s, lazy.ByteClass(p[i + r]));
-      if (lazy.HasMatch(s)) report(s);
+      s = lazy.Next(static_cast<uint32_t>(s), lazy.ByteClass(p[i + r]));
+      if (lazy.HasMatch(static_cast<uint32_t>(s))) report(static_cast<uint32_t>(s));
       i += r + 1;
     }
-    s = lazy.Next(s, lazy.eot_class());
-    if (lazy.HasMatch(s)) report(s);
+    uint32_t last = lazy.Next(static_cast<uint32_t>(s), lazy.eot_class());
+    if (lazy.HasMatch(last)) report(last);
   }
 
   // The LLVM IR of the set's module, for `explain --llvm`.
