@@ -23,15 +23,17 @@ namespace {
 // Eager tables behind the same interface as LazyDfa.
 class TableView {
  public:
+  using State = uint64_t;
   explicit TableView(const abi::Dfa& d) : d_(d) {}
-  uint32_t Start(abi::Context ctx) const { return d_.start[ctx]; }
-  uint32_t Next(uint32_t s, uint32_t cls) const { return d_.Next(s, cls); }
+  State Start(abi::Context ctx) const { return d_.start[ctx]; }
+  State Next(State s, uint32_t cls) const { return d_.Next(static_cast<uint32_t>(s), cls); }
+  bool IsDead(State s) const { return s == abi::kDeadState; }
   uint32_t ByteClass(uint8_t b) const { return d_.byte_class[b]; }
   uint32_t eot_class() const { return d_.eot_class; }
-  bool HasMatch(uint32_t s) const { return d_.HasMatch(s); }
-  bool Quiescent(uint32_t s) const { return d_.quiescent[s] != 0; }
+  bool HasMatch(State s) const { return d_.HasMatch(static_cast<uint32_t>(s)); }
+  bool Quiescent(State s) const { return d_.quiescent[s] != 0; }
   template <typename F>
-  void ForEachMatch(uint32_t s, F f) const {
+  void ForEachMatch(State s, F f) const {
     for (uint32_t k = d_.match_begin[s]; k < d_.match_begin[s + 1]; ++k) f(d_.match_ids[k]);
   }
 
@@ -41,15 +43,17 @@ class TableView {
 
 class LazyView {
  public:
+  using State = LazyDfa::State;
   explicit LazyView(LazyDfa& d) : d_(d) {}
-  uint32_t Start(abi::Context ctx) { return d_.Start(ctx); }
-  uint32_t Next(uint32_t s, uint32_t cls) { return d_.Next(s, cls); }
+  State Start(abi::Context ctx) { return d_.Start(ctx); }
+  State Next(State s, uint32_t cls) { return d_.Next(s, cls); }
+  bool IsDead(State s) const { return d_.IsDead(s); }
   uint32_t ByteClass(uint8_t b) const { return d_.ByteClass(b); }
   uint32_t eot_class() const { return d_.eot_class(); }
-  bool HasMatch(uint32_t s) const { return d_.HasMatch(s); }
-  bool Quiescent(uint32_t s) const { return d_.Quiescent(s); }
+  bool HasMatch(State s) const { return d_.HasMatch(s); }
+  bool Quiescent(State s) const { return d_.Quiescent(s); }
   template <typename F>
-  void ForEachMatch(uint32_t s, F f) const {
+  void ForEachMatch(State s, F f) const {
     for (uint32_t id : d_.Matches(s)) f(id);
   }
 
@@ -71,7 +75,7 @@ template <typename View>
 void ReverseStarts(View rev, std::string_view text, std::vector<uint8_t>* starts) {
   const std::size_t n = text.size();
   starts->assign(n + 1, 0);
-  uint32_t s = rev.Start(abi::kCtxText);
+  auto s = rev.Start(abi::kCtxText);
   const auto* p = reinterpret_cast<const uint8_t*>(text.data());
   for (std::size_t i = n; i > 0; --i) {
     s = rev.Next(s, rev.ByteClass(p[i - 1]));
@@ -86,10 +90,10 @@ void ReverseStarts(View rev, std::string_view text, std::vector<uint8_t>* starts
 template <typename View>
 bool LongestFrom(View a, const std::vector<uint32_t>& ids, std::string_view text,
                  std::size_t start, PatternMatch* out) {
-  uint32_t s = a.Start(ContextBefore(text, start));
+  auto s = a.Start(ContextBefore(text, start));
   const auto* p = reinterpret_cast<const uint8_t*>(text.data());
   bool found = false;
-  auto accept = [&](uint32_t state, std::size_t end) {
+  auto accept = [&](auto state, std::size_t end) {
     uint32_t best = UINT32_MAX;
     a.ForEachMatch(state, [&](uint32_t id) { best = std::min(best, ids[id]); });
     out->start = start;
@@ -99,7 +103,7 @@ bool LongestFrom(View a, const std::vector<uint32_t>& ids, std::string_view text
   };
   for (std::size_t i = start; i < text.size(); ++i) {
     s = a.Next(s, a.ByteClass(p[i]));
-    if (s == abi::kDeadState) return found;
+    if (a.IsDead(s)) return found;
     if (a.HasMatch(s)) accept(s, i);
   }
   s = a.Next(s, a.eot_class());
@@ -109,7 +113,7 @@ bool LongestFrom(View a, const std::vector<uint32_t>& ids, std::string_view text
 
 template <typename View, typename Report>
 void ScanForward(View f, std::string_view text, Report report) {
-  uint32_t s = f.Start(abi::kCtxText);
+  auto s = f.Start(abi::kCtxText);
   const auto* p = reinterpret_cast<const uint8_t*>(text.data());
   const auto* end = p + text.size();
   for (; p < end; ++p) {
@@ -151,7 +155,7 @@ bool PatternSet::Scan(std::string_view text, std::vector<bool>* matched) const {
   bool any = false;
   for (std::size_t gi = 0; gi < tables_.groups.size(); ++gi) {
     const abi::DfaGroup& g = tables_.groups[gi];
-    auto report = [&](auto& view, uint32_t s) {
+    auto report = [&](auto& view, uint64_t s) {
       view.ForEachMatch(s, [&](uint32_t id) {
         (*matched)[g.pattern_ids[id]] = true;
         any = true;
@@ -162,7 +166,7 @@ bool PatternSet::Scan(std::string_view text, std::vector<bool>* matched) const {
       LazyGroup* lazy = lease.group;
       LazyView view(lazy->forward);
       if (jit_ != nullptr) {
-        jit_->ScanLazyGroup(gi, lazy->forward, text, [&](uint32_t s) { report(view, s); });
+        jit_->ScanLazyGroup(gi, lazy->forward, text, [&](uint64_t s) { report(view, s); });
       } else {
         ScanForward(view, text, report);
       }
@@ -294,7 +298,7 @@ void StreamScanner::Feed(std::string_view chunk, std::vector<MatchEnd>* ends) {
     bool quiet = true;
     for (std::size_t gi = 0; gi < groups.size(); ++gi) {
       auto step = [&](auto view) {
-        uint32_t s = view.Next(states_[gi], view.ByteClass(p[i]));
+        auto s = view.Next(states_[gi], view.ByteClass(p[i]));
         states_[gi] = s;
         if (view.HasMatch(s)) {
           view.ForEachMatch(s, [&](uint32_t id) {
@@ -324,8 +328,8 @@ void StreamScanner::Finish(std::vector<MatchEnd>* ends) {
   finished_ = true;
   const auto& groups = set_->tables_.groups;
   for (std::size_t gi = 0; gi < groups.size(); ++gi) {
-    auto finish = [&](auto view, uint32_t state) {
-      uint32_t s = view.Next(state, view.eot_class());
+    auto finish = [&](auto view, uint64_t state) {
+      auto s = view.Next(state, view.eot_class());
       view.ForEachMatch(s, [&](uint32_t id) {
         ends->push_back(MatchEnd{groups[gi].pattern_ids[id], position_});
       });

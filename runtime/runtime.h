@@ -133,7 +133,7 @@ class StreamScanner {
  private:
   struct LazyKeys;  // lazy groups' states, kept as keys across cache flushes
   const PatternSet* set_;
-  std::vector<uint32_t> states_;  // one per DFA group (eager groups)
+  std::vector<uint64_t> states_;  // one per DFA group: an id (eager) or row address (lazy)
   std::unique_ptr<LazyKeys> lazy_keys_;
   std::size_t position_ = 0;
   std::size_t last_quiescent_ = 0;

@@ -90,22 +90,20 @@ ScanArgs DeclareScan(llvm::Module& m, const std::string& name) {
 // Emits `uint64_t name(p, n, state*, next, byte_class, unused)`. The loop
 // stops *before* a byte whose transition is special (enters a match state;
 // for lazy tables also: not built yet), leaving the state before it in
-// *state; the caller takes that one step itself. Eager tables (`lazy` false)
-// use row addresses as states and the renumbering threshold for matches;
-// lazy tables use row offsets whose entries flag specials in their top bit.
+// *state; the caller takes that one step itself. States are row addresses.
+// Eager tables mark matches by the renumbering threshold; lazy tables flag
+// specials (a match, or a row not built yet) in the entry's top bit.
 void EmitScan(llvm::Module& m, const JitTables& t, bool lazy, const std::string& name) {
-  const bool high_bit = lazy;
   llvm::LLVMContext& ctx = m.getContext();
   llvm::IRBuilder<> b(ctx);
   auto* i8 = b.getInt8Ty();
   auto* i16 = b.getInt16Ty();
-  auto* i32 = b.getInt32Ty();
   auto* i64 = b.getInt64Ty();
   auto [fn, p, n, state_ptr, next_tab, cls_tab] = DeclareScan(m, name);
+  (void)next_tab;  // states are row addresses: no table base needed
   llvm::Value* threshold = b.getInt64(lazy ? 0 : t.Row(t.match_threshold));
   auto special = [&](llvm::Value* s2) {
-    return high_bit ? b.CreateICmpNE(b.CreateAnd(s2, b.getInt64(0x80000000u)), b.getInt64(0))
-                    : b.CreateICmpUGE(s2, threshold);
+    return lazy ? b.CreateICmpSLT(s2, b.getInt64(0)) : b.CreateICmpUGE(s2, threshold);
   };
 
   auto* entry = llvm::BasicBlock::Create(ctx, "entry", fn);
@@ -178,12 +176,8 @@ void EmitScan(llvm::Module& m, const JitTables& t, bool lazy, const std::string&
   auto transition = [&](llvm::Value* s, llvm::Value* i) -> llvm::Value* {
     llvm::Value* byte = b.CreateLoad(i8, b.CreateGEP(i8, p, i));
     llvm::Value* c = b.CreateZExt(b.CreateLoad(i8, b.CreateGEP(i8, cls_tab, b.CreateZExt(byte, i64))), i64);
-    if (!lazy) {
-      llvm::Value* row = b.CreateIntToPtr(s, b.getPtrTy());
-      return b.CreateLoad(i64, b.CreateGEP(i64, row, c));
-    }
-    llvm::Value* idx = b.CreateAdd(s, c);
-    return b.CreateZExt(b.CreateLoad(i32, b.CreateGEP(i32, next_tab, idx)), i64);
+    llvm::Value* row = b.CreateIntToPtr(s, b.getPtrTy());
+    return b.CreateLoad(i64, b.CreateGEP(i64, row, c));
   };
 
   // Four steps per bounds check while at least four bytes remain.

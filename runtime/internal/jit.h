@@ -97,13 +97,13 @@ class PatternJit {
     uint64_t n = text.size();
     uint64_t i = 0;
     while (i < n) {
-      uint64_t r = fn(p + i, n - i, &s, lazy.table(), lazy.byte_classes(), nullptr);
+      uint64_t r = fn(p + i, n - i, &s, nullptr, lazy.byte_classes(), nullptr);
       if (r == n - i) break;
-      s = lazy.Next(static_cast<uint32_t>(s), lazy.ByteClass(p[i + r]));
-      if (lazy.HasMatch(static_cast<uint32_t>(s))) report(static_cast<uint32_t>(s));
+      s = lazy.Next(s, lazy.ByteClass(p[i + r]));
+      if (lazy.HasMatch(s)) report(s);
       i += r + 1;
     }
-    uint32_t last = lazy.Next(static_cast<uint32_t>(s), lazy.eot_class());
+    uint64_t last = lazy.Next(s, lazy.eot_class());
     if (lazy.HasMatch(last)) report(last);
   }
 

@@ -10,43 +10,50 @@ LazyDfa::LazyDfa(const abi::NfaProgram& nfa, bool unanchored, std::size_t cache_
     : subset_(nfa, unanchored),
       k_(subset_.num_classes()),
       byte_class_(subset_.byte_class()),
-      max_states_(std::max<std::size_t>(cache_bytes / (sizeof(uint32_t) * k_), 16)),
+      max_states_(std::max<std::size_t>(cache_bytes / (sizeof(uint64_t) * k_), 16)),
       row_(k_) {
-  next_.assign(static_cast<std::size_t>(subset_.num_states()) * k_, kUnknown);
-  // Offsets must stay below the special bit.
-  max_states_ = std::min<std::size_t>(max_states_, (kSpecial - 1) / k_ - k_);
+  // Room for one full row of new successors past the bound: Fill checks the
+  // bound before expanding, and an expansion adds at most k_ states.
+  table_.reset(new uint64_t[(max_states_ + k_ + 1) * k_]);
+  InitNewRows();
 }
 
-uint32_t LazyDfa::Start(abi::Context ctx) {
+void LazyDfa::InitNewRows() {
+  for (; rows_ready_ < subset_.num_states(); ++rows_ready_) {
+    std::fill_n(table_.get() + rows_ready_ * k_, k_, kUnknown);
+  }
+}
+
+LazyDfa::State LazyDfa::Start(abi::Context ctx) {
   uint32_t s = subset_.Start(ctx);
-  next_.resize(static_cast<std::size_t>(subset_.num_states()) * k_, kUnknown);
-  return s * k_;
+  InitNewRows();
+  return Addr(s);
 }
 
-uint32_t LazyDfa::FromKey(const Subset::Key& key) {
+LazyDfa::State LazyDfa::FromKey(const Subset::Key& key) {
   uint32_t s = subset_.InternKey(key);
-  next_.resize(static_cast<std::size_t>(subset_.num_states()) * k_, kUnknown);
-  return s * k_;
+  InitNewRows();
+  return Addr(s);
 }
 
-uint32_t LazyDfa::Fill(uint32_t offset, uint32_t cls) {
-  uint32_t s = offset / k_;
+LazyDfa::State LazyDfa::Fill(State state, uint32_t cls) {
+  uint32_t s = Id(state);
   if (subset_.num_states() + k_ > max_states_) {
-    // Full: start over from this state alone. Every successor the row
-    // names is interned below, so the cache never exceeds its bound by more
-    // than one row.
+    // Full: start over from this state alone. Every successor the row names
+    // is interned below, so the table never holds more than one extra row of
+    // states beyond the bound.
     s = subset_.Clear(s);
-    next_.assign(static_cast<std::size_t>(subset_.num_states()) * k_, kUnknown);
+    rows_ready_ = 0;
     ++flushes_;
   }
   subset_.Expand(s, row_.data());
-  next_.resize(static_cast<std::size_t>(subset_.num_states()) * k_, kUnknown);
+  InitNewRows();
+  uint64_t* row = table_.get() + std::size_t{s} * k_;
   for (uint32_t c = 0; c < k_; ++c) {
     uint32_t t = row_[c];
-    next_[static_cast<std::size_t>(s) * k_ + c] =
-        t * k_ | (subset_.matches(t).empty() ? 0u : kSpecial);
+    row[c] = Addr(t) | (subset_.matches(t).empty() ? 0 : kSpecial);
   }
-  return row_[cls] * k_;
+  return Addr(row_[cls]);
 }
 
 LazyPool::LazyPool(const abi::DfaGroup& g, std::size_t cache_bytes) {

@@ -23,49 +23,59 @@
 
 namespace kt {
 
-// States are named by their row offset (id * classes), and each table entry
-// is the target's offset with the top bit set when the target reports a match
-// or is not built yet: one test tells the scan loop (interpreted or JIT) to
-// step out of its fast path.
+// States are named by the address of their row in a table allocated once at
+// its full size (pages are touched only as rows are built, and a flush never
+// moves it), so a step is one dependent load, as in the eager JIT loop. Each
+// entry is the target's row address, with the top bit set when the target
+// reports a match or is not built yet: one sign test tells the scan loop
+// (interpreted or JIT) to step out of its fast path.
 class LazyDfa {
  public:
-  static constexpr uint32_t kSpecial = 0x80000000u;
-  static constexpr uint32_t kUnknown = 0xFFFFFFFFu;
+  using State = uint64_t;
+  static constexpr uint64_t kSpecial = uint64_t{1} << 63;
+  static constexpr uint64_t kUnknown = ~uint64_t{0};
 
   LazyDfa(const abi::NfaProgram& nfa, bool unanchored, std::size_t cache_bytes);
 
-  uint32_t Start(abi::Context ctx);
-  // The target offset of `s` on `cls`, building it if needed.
-  uint32_t Next(uint32_t s, uint32_t cls) {
-    uint32_t t = next_[static_cast<std::size_t>(s) + cls];
+  State Start(abi::Context ctx);
+  // The target of `s` on `cls`, building it if needed.
+  State Next(State s, uint32_t cls) {
+    uint64_t t = reinterpret_cast<const uint64_t*>(s)[cls];
     return t == kUnknown ? Fill(s, cls) : (t & ~kSpecial);
   }
   uint32_t ByteClass(uint8_t b) const { return byte_class_[b]; }
   uint32_t eot_class() const { return k_ - 1; }
-  bool HasMatch(uint32_t s) const { return !subset_.matches(s / k_).empty(); }
-  const std::vector<uint32_t>& Matches(uint32_t s) const { return subset_.matches(s / k_); }
-  bool Quiescent(uint32_t s) const { return subset_.quiescent(s / k_); }
+  bool IsDead(State s) const { return Id(s) == abi::kDeadState; }
+  bool HasMatch(State s) const { return !subset_.matches(Id(s)).empty(); }
+  const std::vector<uint32_t>& Matches(State s) const { return subset_.matches(Id(s)); }
+  bool Quiescent(State s) const { return subset_.quiescent(Id(s)); }
 
-  // The raw tables for generated code; valid until the next Next() call.
-  const uint32_t* table() const { return next_.data(); }
   const uint8_t* byte_classes() const { return byte_class_.data(); }
 
   // A state survives a cache flush only as its key; streams keep keys
   // between chunks and re-intern them.
-  Subset::Key KeyOf(uint32_t s) const { return subset_.KeyOf(s / k_); }
-  uint32_t FromKey(const Subset::Key& key);
+  Subset::Key KeyOf(State s) const { return subset_.KeyOf(Id(s)); }
+  State FromKey(const Subset::Key& key);
 
   std::size_t flushes() const { return flushes_; }
   std::size_t cached_states() const { return subset_.num_states(); }
 
  private:
-  uint32_t Fill(uint32_t s, uint32_t cls);
+  uint32_t Id(State s) const {
+    return static_cast<uint32_t>((s - reinterpret_cast<uint64_t>(table_.get())) /
+                                 (sizeof(uint64_t) * k_));
+  }
+  State Addr(uint32_t id) const { return reinterpret_cast<uint64_t>(table_.get() + std::size_t{id} * k_); }
+  // Marks the rows of states interned since the last call as unknown.
+  void InitNewRows();
+  State Fill(State s, uint32_t cls);
 
   Subset subset_;
   uint32_t k_;
   std::array<uint8_t, 256> byte_class_;
   std::size_t max_states_;
-  std::vector<uint32_t> next_;
+  std::unique_ptr<uint64_t[]> table_;  // max_states_ + k_ rows, allocated once
+  std::size_t rows_ready_ = 0;         // rows initialised to unknown
   std::vector<uint32_t> row_;
   std::size_t flushes_ = 0;
 };
