@@ -239,7 +239,10 @@ TEST(Budget, OverBudgetSetsRunLazilyWithTheSameAnswers) {
     ASSERT_TRUE(lazy_c.ok) << lazy_c.error;
     EXPECT_TRUE(lazy_c.stats.lazy);
     CompiledPatterns eager_copy = CompilePatterns(sources, Options{});
+    CompiledPatterns lazy_jit_c = CompilePatterns(sources, tiny);
     PatternSet lazy(std::move(lazy_c.tables)), eager(std::move(eager_copy.tables));
+    PatternSet lazy_jit(std::move(lazy_jit_c.tables));
+    ASSERT_TRUE(lazy_jit.Jit());
     std::mt19937 rng(99);
     const char* pieces[] = {"abc", "7", "1", "555-1234", " ", "IGNORE  Previous", "\n", "xyz9",
                             "q", "zz3"};
@@ -247,10 +250,12 @@ TEST(Budget, OverBudgetSetsRunLazilyWithTheSameAnswers) {
       std::string text;
       int len = static_cast<int>(rng() % 30);
       for (int i = 0; i < len; ++i) text += pieces[rng() % 10];
-      std::vector<bool> a, b;
+      std::vector<bool> a, b, c;
       lazy.Scan(text, &a);
       eager.Scan(text, &b);
+      lazy_jit.Scan(text, &c);
       ASSERT_EQ(a, b) << "budget " << budget << " text `" << text << "`";
+      ASSERT_EQ(c, b) << "JIT, budget " << budget << " text `" << text << "`";
       ASSERT_EQ(Spans(lazy, text), Spans(eager, text)) << "budget " << budget << " `" << text << "`";
     }
     ExpectChunkingInvariant(lazy, "abcd1 xyzw2 555-1234 ignore previous zzzzz11 end");
