@@ -230,7 +230,7 @@ class Loader {
 LintResult Finish(internal::Program* program, internal::DiagnosticSink* sink,
                   const std::vector<std::string>& files, const Options& options,
                   std::shared_ptr<internal::PirProgram>* pir = nullptr) {
-  internal::CheckResult checked = internal::CheckProgram(program, options, sink);
+  internal::CheckResult checked = internal::CheckProgram(program, options, sink, pir != nullptr);
   if (pir != nullptr) *pir = checked.pir;
   LintResult result;
   result.files = files;

@@ -70,8 +70,8 @@ struct Env {
 
 class Checker {
  public:
-  Checker(Program* program, const Options& options, DiagnosticSink* sink)
-      : program_(program), options_(options), sink_(sink) {}
+  Checker(Program* program, const Options& options, DiagnosticSink* sink, bool build_pir)
+      : program_(program), options_(options), sink_(sink), build_pir_(build_pir) {}
 
   CheckResult Run();
 
@@ -122,6 +122,7 @@ class Checker {
   Program* program_;
   const Options& options_;
   DiagnosticSink* sink_;
+  bool build_pir_;
   Types types_;
   std::map<const Expr*, const Type*> expr_types_;
   std::map<const Decl*, const Type*> decl_types_;
@@ -1506,7 +1507,7 @@ CheckResult Checker::Run() {
   for (auto& m : program_->modules) {
     if (m->ast != nullptr) ReportUnused(m.get());
   }
-  if (!sink_->HasErrors()) result_.pir = BuildPir();
+  if (build_pir_ && !sink_->HasErrors()) result_.pir = BuildPir();
   return std::move(result_);
 }
 
@@ -1765,8 +1766,9 @@ std::shared_ptr<PirProgram> Checker::BuildPir() {
 
 }  // namespace
 
-CheckResult CheckProgram(Program* program, const Options& options, DiagnosticSink* sink) {
-  Checker checker(program, options, sink);
+CheckResult CheckProgram(Program* program, const Options& options, DiagnosticSink* sink,
+                         bool build_pir) {
+  Checker checker(program, options, sink, build_pir);
   return checker.Run();
 }
 

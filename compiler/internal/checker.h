@@ -45,7 +45,10 @@ struct CheckResult {
   std::shared_ptr<PirProgram> pir;
 };
 
-CheckResult CheckProgram(Program* program, const Options& options, DiagnosticSink* sink);
+// With `build_pir`, also lowers the root files to the policy IR (only
+// `explain` and the engine need it; lint does not pay for it).
+CheckResult CheckProgram(Program* program, const Options& options, DiagnosticSink* sink,
+                         bool build_pir = false);
 
 }  // namespace kt::internal
 
