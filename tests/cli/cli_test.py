@@ -110,6 +110,36 @@ with tempfile.TemporaryDirectory() as tmp:
     r = run("policy", "lint", str(chain))
     check("a 20,000-operand condition is not 'nesting'", r.returncode == 0, r.stdout[:500])
 
+# kt pattern match / explain.
+r = run("pattern", "match", "--all", "[a-z]+@[a-z]+\\.[a-z]{2,}", stdin="mail bob@example.com or ann@example.org")
+check("pattern match --all prints every span and exits 0",
+      r.returncode == 0 and r.stdout == "5-20\n24-39\n", r.stdout + r.stderr)
+r = run("pattern", "match", "a|ab|abc", stdin="xabcd")
+check("pattern match is leftmost-longest", r.returncode == 0 and r.stdout == "1-4\n", r.stdout)
+r = run("pattern", "match", "zzz", stdin="abc")
+check("pattern match without a match prints `no match`, exit 1",
+      r.returncode == 1 and r.stdout == "no match\n", r.stdout)
+r = run("pattern", "match", "(a)\\1", stdin="aa")
+check("a backreference is refused with exit 2 and the reason",
+      r.returncode == 2 and "linear-time" in r.stderr and "^" in r.stderr, r.stderr)
+r = run("pattern", "match", "(a+)+$", stdin="a" * 100000 + "b")
+check("(a+)+$ on 100 KB answers at once", r.returncode == 1 and r.stdout == "no match\n", r.stdout)
+r = run("pattern", "explain", "--flags", "i", "ignore previous", "\\bsk-[a-z0-9]{20}")
+check("pattern explain prints sizes and times",
+      r.returncode == 0 and all(k in r.stdout for k in
+                                ("nfa states:", "dfa states:", "byte classes:", "memory:",
+                                 "compile:", "jit:")), r.stdout + r.stderr)
+
+# kt policy explain.
+r = run("policy", "explain", "examples/policies/quickstart.ktp")
+check("policy explain lists rules per stage and the merged pattern set",
+      r.returncode == 0 and "stage input" in r.stdout and "block-prompt-injection" in r.stdout
+      and "S0 on input.messages[*].content: 3 patterns" in r.stdout
+      and "[monotone]" in r.stdout, r.stdout + r.stderr)
+r = run("policy", "explain", "--pir", "examples/policies/quickstart.ktp")
+check("policy explain --pir prints the IR",
+      r.returncode == 0 and "rule \"redact-email\" enforce redact" in r.stdout, r.stdout)
+
 # Every .ktp in the repository is formatted.
 files = sorted(str(p) for p in pathlib.Path(".").rglob("*.ktp")
                if not any(part.startswith("build") or part == "node_modules" for part in p.parts))
