@@ -108,17 +108,22 @@ void AddPatternCommands(CLI::App* app, CommonOptions* common, int* exit_code) {
     std::string err;
     bool jitted = set.Jit(&err);
     std::cout << "patterns:         " << sources.size() << "\n"
-              << "nfa states:       " << st.nfa_states << "\n"
-              << "dfa states:       " << st.dfa_states << " (subset construction), "
-              << st.dfa_states_minimized << " (minimised)\n"
-              << "byte classes:     " << (st.byte_classes > 0 ? st.byte_classes - 1 : 0)
-              << " (+1 end of text)\n"
-              << "dfa:              "
-              << (st.lazy ? "lazy (an eager DFA would be too large: states are built while scanning)"
-                          : "eager")
-              << "\n"
-              << "memory:           " << st.memory_bytes << " bytes (forward, anchored, reverse)\n"
-              << "compile:          " << st.compile_ms << " ms\n";
+              << "nfa states:       " << st.nfa_states << "\n";
+    if (st.lazy) {
+      std::cout << "dfa:              lazy: states are built while scanning (eager construction "
+                   "stopped at "
+                << st.dfa_states << " states)\n"
+                << "memory:           " << st.memory_bytes << " bytes of NFA, plus a DFA cache of at most "
+                << common->compiler.dfa_memory_budget << " bytes per automaton\n";
+    } else {
+      std::cout << "dfa:              eager\n"
+                << "dfa states:       " << st.dfa_states << " (subset construction), "
+                << st.dfa_states_minimized << " (minimised)\n"
+                << "byte classes:     " << (st.byte_classes > 0 ? st.byte_classes - 1 : 0)
+                << " (+1 end of text)\n"
+                << "memory:           " << st.memory_bytes << " bytes (forward, anchored, reverse)\n";
+    }
+    std::cout << "compile:          " << st.compile_ms << " ms\n";
     if (jitted) {
       std::cout << "jit:              " << set.jit_ms() << " ms\n";
     } else {
