@@ -157,6 +157,19 @@ struct ExplainResult {
 ExplainResult Explain(const std::vector<std::string>& files, const Options& options,
                       SourceMap* sources);
 
+// The redactions a stage of a policy set applies, compiled into one pattern
+// set (pattern i is replaced by replacements[i]) for stream evaluation.
+struct CompiledRedactions {
+  bool ok = false;  // false when the files have errors (see lint)
+  abi::PatternSetTables tables;
+  std::vector<std::string> replacements;
+  std::vector<std::string> policies;  // the policy of each pattern
+  std::vector<std::string> labels;    // the pattern of each entry, as written
+};
+CompiledRedactions CompileRedactions(const std::vector<std::string>& files,
+                                     const std::string& stage, const Options& options,
+                                     SourceMap* sources);
+
 // Checks one in-memory source as a policy set of its own. Imports resolve
 // against `options.stdlib_paths` and relative to `path`'s directory.
 LintResult LintText(const std::string& path, std::string_view text, const Options& options,

@@ -295,6 +295,44 @@ ExplainResult Explain(const std::vector<std::string>& files, const Options& opti
   return result;
 }
 
+CompiledRedactions CompileRedactions(const std::vector<std::string>& files,
+                                     const std::string& stage_name, const Options& options,
+                                     SourceMap* sources) {
+  internal::DiagnosticSink sink;
+  internal::Program program;
+  Loader loader(options, sources, &sink, &program);
+  for (const std::string& f : files) loader.Load(f, true, "", Span{});
+  std::shared_ptr<internal::PirProgram> pir;
+  LintResult lint = Finish(&program, &sink, files, options, &pir);
+  CompiledRedactions out;
+  if (pir == nullptr || lint.error_count > 0) return out;
+  std::vector<const internal::RegexNode*> trees;
+  for (const internal::PirStage& stage : pir->stages) {
+    if (stage.name != stage_name) continue;
+    for (const internal::PirRule& rule : stage.rules) {
+      for (const internal::PirRedaction& r : rule.redactions) {
+        // A pattern name may stand for several trees (a union): each is an
+        // entry with the same replacement.
+        const internal::PirPattern& p = stage.sets[r.set].patterns[r.slot];
+        for (const internal::RegexNode* tree : p.trees) {
+          trees.push_back(tree);
+          out.replacements.push_back(r.replacement);
+          out.policies.push_back(rule.policy);
+          out.labels.push_back(p.label);
+        }
+      }
+    }
+  }
+  internal::AutomataLimits limits;
+  limits.dfa_memory_budget = options.dfa_memory_budget;
+  internal::AutomataResult built = internal::BuildAutomata(trees, limits);
+  if (!built.ok) return out;
+  out.tables = std::move(built.tables);
+  out.tables.lazy_cache_bytes = options.dfa_memory_budget;
+  out.ok = true;
+  return out;
+}
+
 LintResult LintText(const std::string& path, std::string_view text, const Options& options,
                     SourceMap* sources) {
   internal::DiagnosticSink sink;

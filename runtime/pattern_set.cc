@@ -61,18 +61,25 @@ class LazyView {
   LazyDfa& d_;
 };
 
-abi::Context ContextBefore(std::string_view text, std::size_t pos) {
-  if (pos == 0) return abi::kCtxText;
-  unsigned char c = static_cast<unsigned char>(text[pos - 1]);
+abi::Context ContextOfByte(int byte) {
+  if (byte < 0) return abi::kCtxText;
+  unsigned char c = static_cast<unsigned char>(byte);
   if (c == '\n') return abi::kCtxNewline;
   bool word = (c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
               c == '_';
   return word ? abi::kCtxWord : abi::kCtxOther;
 }
 
+// The context before `pos`; at 0 it is that of `prev_byte` (-1: start of
+// text), so a region cut out of a stream sees the byte before it.
+abi::Context ContextBefore(std::string_view text, std::size_t pos, int prev_byte = -1) {
+  return ContextOfByte(pos == 0 ? prev_byte : static_cast<unsigned char>(text[pos - 1]));
+}
+
 // Marks starts[i] for every i where some match of the group starts.
 template <typename View>
-void ReverseStarts(View rev, std::string_view text, std::vector<uint8_t>* starts) {
+void ReverseStarts(View rev, std::string_view text, std::vector<uint8_t>* starts,
+                   int prev_byte = -1) {
   const std::size_t n = text.size();
   starts->assign(n + 1, 0);
   auto s = rev.Start(abi::kCtxText);
@@ -82,15 +89,17 @@ void ReverseStarts(View rev, std::string_view text, std::vector<uint8_t>* starts
     // Reported one symbol late: a start at i, the position after text[i-1].
     if (rev.HasMatch(s)) (*starts)[i] = 1;
   }
-  s = rev.Next(s, rev.eot_class());
+  // Reading backwards, the text's start is "end of text" unless a byte
+  // precedes the region; then that byte is read instead.
+  s = rev.Next(s, prev_byte < 0 ? rev.eot_class() : rev.ByteClass(static_cast<uint8_t>(prev_byte)));
   if (rev.HasMatch(s)) (*starts)[0] = 1;
 }
 
 // Longest match of the group anchored at `start`; false if none.
 template <typename View>
 bool LongestFrom(View a, const std::vector<uint32_t>& ids, std::string_view text,
-                 std::size_t start, PatternMatch* out) {
-  auto s = a.Start(ContextBefore(text, start));
+                 std::size_t start, PatternMatch* out, int prev_byte = -1) {
+  auto s = a.Start(ContextBefore(text, start, prev_byte));
   const auto* p = reinterpret_cast<const uint8_t*>(text.data());
   bool found = false;
   auto accept = [&](auto state, std::size_t end) {
@@ -214,7 +223,7 @@ bool PatternSet::FirstMatch(std::string_view text, std::size_t from, PatternMatc
   return found;
 }
 
-std::vector<PatternMatch> PatternSet::AllMatches(std::string_view text) const {
+std::vector<PatternMatch> PatternSet::AllMatches(std::string_view text, int prev_byte) const {
   std::vector<PatternMatch> result;
   const std::size_t groups = tables_.groups.size();
   // Lazy groups stay locked for the whole search: their state ids are only
@@ -224,9 +233,9 @@ std::vector<PatternMatch> PatternSet::AllMatches(std::string_view text) const {
   for (std::size_t gi = 0; gi < groups; ++gi) {
     if (lazy_[gi] != nullptr) {
       leases[gi] = lazy_[gi]->Acquire();
-      ReverseStarts(LazyView(leases[gi].group->reverse), text, &starts[gi]);
+      ReverseStarts(LazyView(leases[gi].group->reverse), text, &starts[gi], prev_byte);
     } else {
-      ReverseStarts(TableView(tables_.groups[gi].reverse), text, &starts[gi]);
+      ReverseStarts(TableView(tables_.groups[gi].reverse), text, &starts[gi], prev_byte);
     }
   }
   std::vector<std::size_t> cursor(groups, 0);
@@ -243,8 +252,9 @@ std::vector<PatternMatch> PatternSet::AllMatches(std::string_view text) const {
       PatternMatch m;
       const abi::DfaGroup& g = tables_.groups[gi];
       LazyGroup* lazy = leases[gi].group;
-      bool ok = lazy != nullptr ? LongestFrom(LazyView(lazy->anchored), g.pattern_ids, text, i, &m)
-                                : LongestFrom(TableView(g.anchored), g.pattern_ids, text, i, &m);
+      bool ok = lazy != nullptr
+                    ? LongestFrom(LazyView(lazy->anchored), g.pattern_ids, text, i, &m, prev_byte)
+                    : LongestFrom(TableView(g.anchored), g.pattern_ids, text, i, &m, prev_byte);
       if (!ok) continue;
       if (!found || Better(m, best)) {
         best = m;

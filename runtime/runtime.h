@@ -92,8 +92,10 @@ class PatternSet {
 
   // The leftmost-longest match starting at or after `from`, if any.
   bool FirstMatch(std::string_view text, std::size_t from, PatternMatch* out) const;
-  // Every leftmost-longest, non-overlapping match, in order.
-  std::vector<PatternMatch> AllMatches(std::string_view text) const;
+  // Every leftmost-longest, non-overlapping match, in order. `prev_byte` is
+  // the byte before `text` when it is a region of a longer stream (-1: the
+  // text starts there), so `^`, `\b` and `\A` see the true context.
+  std::vector<PatternMatch> AllMatches(std::string_view text, int prev_byte = -1) const;
 
  private:
   friend class StreamScanner;
@@ -138,6 +140,45 @@ class StreamScanner {
   std::size_t position_ = 0;
   std::size_t last_quiescent_ = 0;
   bool finished_ = false;
+};
+
+// Redacts a streamed text with a pattern set, releasing bytes only up to the
+// last offset where no pattern had a partial match in progress (the
+// scanner's quiescent point). A match is therefore never split across a
+// release: the released bytes, concatenated, equal the whole-text redaction,
+// whatever the chunking (UTF-8 characters included). Hold-back is 0 bytes on
+// text no pattern starts to match, and is capped by `max_hold`; at the cap
+// the held bytes are redacted with what is known and released, and
+// `capped()` records that it happened.
+class StreamRedactor {
+ public:
+  // `replacements[i]` replaces matches of pattern i.
+  StreamRedactor(const PatternSet* set, std::vector<std::string> replacements,
+                 std::size_t max_hold);
+
+  // Appends to `*release` the bytes that are now safe to send.
+  void Feed(std::string_view chunk, std::string* release);
+  // Ends the stream: releases everything still held.
+  void Finish(std::string* release);
+
+  std::size_t held() const { return buffer_.size(); }
+  bool capped() const { return capped_; }
+  // Every redacted span so far, in absolute stream offsets.
+  const std::vector<PatternMatch>& redacted() const { return redacted_; }
+
+ private:
+  void ReleaseUpTo(std::size_t end, std::string* release);
+
+  const PatternSet* set_;
+  std::vector<std::string> replacements_;
+  std::size_t max_hold_;
+  StreamScanner scanner_;
+  std::string buffer_;     // held bytes, from stream offset base_
+  std::size_t base_ = 0;
+  int prev_byte_ = -1;     // the byte before base_ (-1: stream start)
+  bool capped_ = false;
+  std::vector<StreamScanner::MatchEnd> ends_;  // scratch; ends are not needed here
+  std::vector<PatternMatch> redacted_;
 };
 
 }  // namespace kt
