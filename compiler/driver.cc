@@ -227,6 +227,16 @@ class Loader {
   std::map<std::string, std::string> in_memory_;
 };
 
+// The files of one policy set, loaded with their imports.
+struct LoadedFiles {
+  LoadedFiles(const std::vector<std::string>& files, const Options& options, SourceMap* sources) {
+    Loader loader(options, sources, &sink, &program);
+    for (const std::string& f : files) loader.Load(f, true, "", Span{});
+  }
+  internal::DiagnosticSink sink;
+  internal::Program program;
+};
+
 LintResult Finish(internal::Program* program, internal::DiagnosticSink* sink,
                   const std::vector<std::string>& files, const Options& options,
                   std::shared_ptr<internal::PirProgram>* pir = nullptr) {
@@ -248,19 +258,17 @@ LintResult Finish(internal::Program* program, internal::DiagnosticSink* sink,
 
 LintResult Lint(const std::vector<std::string>& files, const Options& options,
                 SourceMap* sources) {
-  internal::DiagnosticSink sink;
-  internal::Program program;
-  Loader loader(options, sources, &sink, &program);
-  for (const std::string& f : files) loader.Load(f, true, "", Span{});
+  LoadedFiles loaded(files, options, sources);
+  internal::DiagnosticSink& sink = loaded.sink;
+  internal::Program& program = loaded.program;
   return Finish(&program, &sink, files, options);
 }
 
 ExplainResult Explain(const std::vector<std::string>& files, const Options& options,
                       SourceMap* sources) {
-  internal::DiagnosticSink sink;
-  internal::Program program;
-  Loader loader(options, sources, &sink, &program);
-  for (const std::string& f : files) loader.Load(f, true, "", Span{});
+  LoadedFiles loaded(files, options, sources);
+  internal::DiagnosticSink& sink = loaded.sink;
+  internal::Program& program = loaded.program;
   ExplainResult result;
   std::shared_ptr<internal::PirProgram> pir;
   result.lint = Finish(&program, &sink, files, options, &pir);
@@ -298,10 +306,9 @@ ExplainResult Explain(const std::vector<std::string>& files, const Options& opti
 CompiledRedactions CompileRedactions(const std::vector<std::string>& files,
                                      const std::string& stage_name, const Options& options,
                                      SourceMap* sources) {
-  internal::DiagnosticSink sink;
-  internal::Program program;
-  Loader loader(options, sources, &sink, &program);
-  for (const std::string& f : files) loader.Load(f, true, "", Span{});
+  LoadedFiles loaded(files, options, sources);
+  internal::DiagnosticSink& sink = loaded.sink;
+  internal::Program& program = loaded.program;
   std::shared_ptr<internal::PirProgram> pir;
   LintResult lint = Finish(&program, &sink, files, options, &pir);
   CompiledRedactions out;
