@@ -8,6 +8,8 @@
 #include <iostream>
 #include <sstream>
 
+#include <nlohmann/json.hpp>
+
 #include "cli/commands.h"
 
 namespace kt::cli {
@@ -166,6 +168,56 @@ int RunExplain(const std::vector<std::string>& paths, bool pir, CommonOptions* c
   return 0;
 }
 
+int RunTest(const std::vector<std::string>& paths, bool json, CommonOptions* common) {
+  common->compiler.stdlib_paths = StdlibPaths(common->stdlib);
+  std::vector<Diagnostic> missing;
+  std::vector<std::string> files = CollectPolicyFiles(paths, &missing);
+  SourceMap sources;
+  TestRun run = RunPolicyTests(files, common->compiler, &sources);
+  run.lint.diagnostics.insert(run.lint.diagnostics.begin(), missing.begin(), missing.end());
+  run.lint.error_count += static_cast<int>(missing.size());
+  if (run.lint.error_count > 0) {
+    std::cerr << RenderText(run.lint.diagnostics, sources, UseColor());
+    std::cerr << "kt: the policies have errors; no test ran\n";
+    return 2;
+  }
+  if (json) {
+    nlohmann::json results = nlohmann::json::array();
+    for (const TestCaseResult& r : run.results) {
+      nlohmann::json j = {{"name", r.name},        {"file", r.file},       {"line", r.line},
+                          {"passed", r.passed},    {"verdict", r.verdict}, {"policy", r.policy},
+                          {"code", r.code}};
+      if (!r.passed) {
+        j["failure"] = r.failure;
+        j["failure_line"] = r.failure_line;
+      }
+      results.push_back(std::move(j));
+    }
+    nlohmann::json out = {{"ok", run.failed == 0},
+                          {"passed", run.passed},
+                          {"failed", run.failed},
+                          {"results", results},
+                          {"untested_policies", run.untested}};
+    std::cout << out.dump(2) << "\n";
+  } else {
+    for (const TestCaseResult& r : run.results) {
+      if (r.passed) {
+        std::cout << "ok    " << r.file << ":" << r.line << ": " << r.name << "\n";
+      } else {
+        std::cout << "FAIL  " << r.file << ":" << r.line << ": " << r.name << "\n"
+                  << "      " << r.file << ":" << r.failure_line << ": " << r.failure << "\n";
+      }
+    }
+    if (!run.untested.empty()) {
+      std::cout << "policies no test exercised:";
+      for (const std::string& p : run.untested) std::cout << " " << p;
+      std::cout << "\n";
+    }
+    std::cout << run.passed << " passed, " << run.failed << " failed\n";
+  }
+  return run.failed > 0 ? 1 : 0;
+}
+
 }  // namespace
 
 std::vector<std::string> StdlibPaths(const std::string& flag) {
@@ -217,6 +269,18 @@ void AddPolicyCommands(CLI::App* app, CommonOptions* common, int* exit_code) {
   fmt->callback([=] {
     *exit_code = RunFmt(fmt_args->paths, fmt_args->write, fmt_args->check, common);
   });
+
+  struct TestArgs {
+    std::vector<std::string> paths;
+    bool json = false;
+  };
+  auto test_args = std::make_shared<TestArgs>();
+  CLI::App* test = policy->add_subcommand(
+      "test", "run the test blocks; exit 1 when any fails");
+  test->add_option("PATH", test_args->paths, "files or directories")->required();
+  test->add_flag("--json", test_args->json, "print the results as JSON");
+  AddLimitFlags(test, common);
+  test->callback([=] { *exit_code = RunTest(test_args->paths, test_args->json, common); });
 
   struct ExplainArgs {
     std::vector<std::string> paths;

@@ -170,6 +170,28 @@ CompiledRedactions CompileRedactions(const std::vector<std::string>& files,
                                      const std::string& stage, const Options& options,
                                      SourceMap* sources);
 
+// `kt policy test`: the result of every `test` block of a policy set.
+struct TestCaseResult {
+  std::string file;
+  uint32_t line = 0;  // of the test's name
+  std::string name;
+  bool passed = false;
+  std::string verdict;  // "block" or "allow"
+  std::string policy;   // the enforced block, if any
+  std::string code;
+  std::string failure;         // why, when !passed
+  uint32_t failure_line = 0;   // the failing expectation
+};
+struct TestRun {
+  LintResult lint;  // tests run only when this has no errors
+  std::vector<TestCaseResult> results;
+  std::vector<std::string> untested;  // policies no test exercised
+  int passed = 0;
+  int failed = 0;
+};
+TestRun RunPolicyTests(const std::vector<std::string>& files, const Options& options,
+                       SourceMap* sources);
+
 // Checks one in-memory source as a policy set of its own. Imports resolve
 // against `options.stdlib_paths` and relative to `path`'s directory.
 LintResult LintText(const std::string& path, std::string_view text, const Options& options,

@@ -9,6 +9,7 @@
 #include "compiler/internal/automata.h"
 #include "compiler/internal/checker.h"
 #include "compiler/internal/pir.h"
+#include "compiler/internal/test_runner.h"
 #include "compiler/internal/diagnostics.h"
 #include "compiler/internal/parser.h"
 
@@ -338,6 +339,26 @@ CompiledRedactions CompileRedactions(const std::vector<std::string>& files,
   out.tables.lazy_cache_bytes = options.dfa_memory_budget;
   out.ok = true;
   return out;
+}
+
+TestRun RunPolicyTests(const std::vector<std::string>& files, const Options& options,
+                       SourceMap* sources) {
+  LoadedFiles loaded(files, options, sources);
+  internal::CheckResult checked = internal::CheckProgram(&loaded.program, options, &loaded.sink);
+  TestRun run;
+  if (loaded.sink.HasErrors()) {
+    run.lint.files = files;
+    run.lint.diagnostics = std::move(loaded.sink.diagnostics());
+    internal::SortAndCap(&run.lint.diagnostics, options.max_errors, &run.lint.suppressed_count);
+    for (const Diagnostic& d : run.lint.diagnostics) {
+      if (d.severity == Severity::kError) ++run.lint.error_count;
+    }
+    return run;
+  }
+  TestRun tests = internal::RunTests(loaded.program, *checked.resolution, options, *sources);
+  tests.lint.files = files;
+  tests.lint.policies = std::move(checked.policies);
+  return tests;
 }
 
 LintResult LintText(const std::string& path, std::string_view text, const Options& options,

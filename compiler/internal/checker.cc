@@ -132,7 +132,10 @@ class Checker {
 
   // Pattern trees: owned per literal expression, and per pattern declaration
   // the list of trees its union denotes. Names resolve through `resolved_`.
-  std::map<const Expr*, std::unique_ptr<RegexNode>> literal_trees_;
+  std::map<const Expr*, RegexNode*> literal_trees_;  // owned by tree_store_
+  std::shared_ptr<std::vector<std::unique_ptr<RegexNode>>> tree_store_ =
+      std::make_shared<std::vector<std::unique_ptr<RegexNode>>>();
+  std::shared_ptr<Resolution> resolution_ = std::make_shared<Resolution>();
   std::map<const Decl*, std::vector<const RegexNode*>> decl_trees_;
   std::map<const Expr*, std::pair<Module*, const Decl*>> resolved_;
   void CollectTrees(Module* m, const Expr& e, std::vector<const RegexNode*>* out);
@@ -769,6 +772,7 @@ const Type* Checker::CheckName(Module* m, const Expr& e, Env* env) {
   if (auto it = m->symbols.find(n); it != m->symbols.end()) {
     m->used_symbols.insert(it->second);
     resolved_[&e] = {m, it->second};
+    resolution_->decls[&e] = it->second;
     return DeclType(m, it->second);
   }
   const Type* root = nullptr;
@@ -856,6 +860,7 @@ bool Checker::QualifiedMember(Module* m, const Expr& e, Env* env, const Type** o
       }
       target->used_symbols.insert(sym->second);
       resolved_[&e] = {target, sym->second};
+      resolution_->decls[&e] = sym->second;
       *out = DeclType(target, sym->second);
       return true;
     }
@@ -961,6 +966,11 @@ const Type* Checker::CheckPatternOperand(Module* m, const Expr& e, Env* env) {
     CollectTrees(m, e, &trees);
     CompileCheck(m, e.span, "regex", trees);
   }
+  if (env->context != Context::kConstant) {
+    std::vector<const RegexNode*> trees;
+    CollectTrees(m, e, &trees);
+    resolution_->pattern_trees[&e] = std::move(trees);
+  }
   return types_.pattern();
 }
 
@@ -986,8 +996,9 @@ void Checker::CollectTrees(Module* m, const Expr& e, std::vector<const RegexNode
     default:
       break;
   }
-  auto& slot = literal_trees_[&e];
+  RegexNode*& slot = literal_trees_[&e];
   if (slot == nullptr) {
+    std::unique_ptr<RegexNode> built;
     if (e.kind == ExprKind::kRegex) {
       RegexFlags flags;
       if (ParseRegexFlags(e.flags, &flags) != std::string_view::npos) return;
@@ -997,9 +1008,9 @@ void Checker::CollectTrees(Module* m, const Expr& e, std::vector<const RegexNode
       limits.max_depth = options_.max_nesting_depth;
       ParsedRegex parsed = ParseRegex(e.text, flags, limits);
       if (parsed.error) return;
-      slot = std::move(parsed.root);
+      built = std::move(parsed.root);
     } else if (e.kind == ExprKind::kString || e.kind == ExprKind::kIString) {
-      slot = LiteralRegex(e.text, e.kind == ExprKind::kIString);
+      built = LiteralRegex(e.text, e.kind == ExprKind::kIString);
     } else if (e.kind == ExprKind::kCall && e.text == "words") {
       // words("a", "b"): \b(a|b)\b, case-insensitive.
       auto alt = std::make_unique<RegexNode>();
@@ -1017,12 +1028,14 @@ void Checker::CollectTrees(Module* m, const Expr& e, std::vector<const RegexNode
         b->assertion = AssertKind::kWordBoundary;
         concat->children.push_back(std::move(b));
       }
-      slot = std::move(concat);
+      built = std::move(concat);
     } else {
       return;
     }
+    slot = built.get();
+    tree_store_->push_back(std::move(built));
   }
-  out->push_back(slot.get());
+  out->push_back(slot);
 }
 
 // Builds the automaton now, at lint time, so a pattern that would blow the
@@ -1464,6 +1477,17 @@ const Type* Checker::Check(Module* m, const Expr& e, Env* env) {
       break;
   }
   expr_types_[&e] = t;
+  Resolution::TypeInfo info;
+  const Type* base = t->kind == Kind::kOptional ? t->elem : t;
+  info.optional = t->kind == Kind::kOptional;
+  info.shape = base->kind == Kind::kString   ? Resolution::Shape::kString
+               : base->kind == Kind::kInt    ? Resolution::Shape::kInt
+               : base->kind == Kind::kFloat  ? Resolution::Shape::kFloat
+               : base->kind == Kind::kBool   ? Resolution::Shape::kBool
+               : base->kind == Kind::kList   ? Resolution::Shape::kList
+               : base->kind == Kind::kJson   ? Resolution::Shape::kJson
+                                             : Resolution::Shape::kOther;
+  resolution_->types[&e] = info;
   return t;
 }
 
@@ -1508,6 +1532,8 @@ CheckResult Checker::Run() {
     if (m->ast != nullptr) ReportUnused(m.get());
   }
   if (build_pir_ && !sink_->HasErrors()) result_.pir = BuildPir();
+  resolution_->trees = tree_store_;
+  result_.resolution = resolution_;
   return std::move(result_);
 }
 
@@ -1757,10 +1783,7 @@ std::shared_ptr<PirProgram> Checker::BuildPir() {
       }
     }
   }
-  // The trees are owned by the checker's side table; hand them over.
-  for (auto& [expr, tree] : literal_trees_) {
-    if (tree != nullptr) pir->owned_trees.push_back(std::move(tree));
-  }
+  pir->trees = tree_store_;
   return pir;
 }
 

@@ -39,8 +39,24 @@ struct Program {
 
 enum class Stage { kNone, kInput, kToolCall, kOutput };
 
+// What the checker resolved, for evaluating the checked AST directly (the
+// policy test runner). Keyed by expression address; valid while the
+// Program's ASTs live.
+struct Resolution {
+  enum class Shape { kOther, kString, kInt, kFloat, kBool, kList, kJson };
+  struct TypeInfo {
+    Shape shape = Shape::kOther;
+    bool optional = false;
+  };
+  std::map<const Expr*, const Decl*> decls;  // names that denote a pattern or let
+  std::map<const Expr*, std::vector<const RegexNode*>> pattern_trees;  // pattern operands
+  std::map<const Expr*, TypeInfo> types;
+  std::shared_ptr<const std::vector<std::unique_ptr<RegexNode>>> trees;  // owns literal trees
+};
+
 struct CheckResult {
   std::vector<PolicySummary> policies;
+  std::shared_ptr<Resolution> resolution;
   // The policy IR of the root files, when the program has no errors.
   std::shared_ptr<PirProgram> pir;
 };

@@ -62,9 +62,9 @@ struct PirStage {
 
 struct PirProgram {
   std::vector<PirStage> stages;
-  // Regex trees built for literals, owned here so the program outlives the
-  // checker that made it.
-  std::vector<std::unique_ptr<RegexNode>> owned_trees;
+  // Regex trees built for literals, shared with everything else the checker
+  // hands out, so the program outlives the checker that made it.
+  std::shared_ptr<const std::vector<std::unique_ptr<RegexNode>>> trees;
 };
 
 // Text form, stable across runs (golden-tested).

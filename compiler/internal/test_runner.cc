@@ -1,0 +1,655 @@
+// `kt policy test`: runs the `test` blocks of a policy set.
+//
+// Evaluation here walks the checked AST directly (an interpreter), with the
+// checker's resolution tables for names, types and pattern operands, and
+// kt's own automata for patterns. It implements the decision semantics of
+// docs/language.md: rules run in declaration order on the test's stage; the
+// first enforced block ends the stage; observe-mode hits are recorded and
+// change nothing; a redact rule hits when its condition holds and one of its
+// patterns matches, and enforced redactions are applied together (leftmost-
+// longest over all of them); a failed `as` conversion makes the whole
+// condition false.
+//
+// Values are JSON values: requests, messages, tool calls and outputs are the
+// objects the test literals describe, so missing optional fields read as
+// null and missing required ones as their type's zero.
+#include <algorithm>
+#include <optional>
+#include <set>
+
+#include <nlohmann/json.hpp>
+
+#include "compiler/compiler.h"
+#include "compiler/internal/automata.h"
+#include "compiler/internal/checker.h"
+#include "compiler/internal/test_runner.h"
+#include "runtime/runtime.h"
+
+namespace kt::internal {
+namespace {
+
+using Json = nlohmann::json;
+using Value = std::optional<Json>;  // nullopt: a failed conversion
+
+struct Hit {
+  const PolicyDecl* policy;
+  std::string action;  // block | flag | redact
+  bool enforced;
+  std::string code;
+};
+
+struct StageInput {
+  const Module* scope = nullptr;  // the test's file: its policies and its imports' apply
+  std::string stage;  // input | tool_call | output
+  Json request = Json::object();
+  Json tool = Json::object();
+  Json output = Json::object();
+  std::map<std::string, std::string> headers;  // lower-cased names
+};
+
+class Evaluator {
+ public:
+  Evaluator(const Program& program, const Resolution& resolution, const Options& options)
+      : program_(program), res_(resolution), options_(options) {}
+
+  // The decision for one stage: hits in order, and the redacted texts.
+  struct Outcome {
+    std::vector<Hit> hits;
+    bool blocked = false;
+    const Hit* block = nullptr;
+    Json request;
+    Json output;
+  };
+  Outcome Evaluate(const StageInput& in);
+
+  Json Literal(const Expr& e) const;
+
+ private:
+  struct Env {
+    const StageInput* in;
+    std::vector<std::pair<std::string, Json>> vars;
+  };
+  Value Eval(const Expr& e, Env* env);
+  Value Field(const Expr& e, Env* env);
+  bool Truthy(const Value& v) const { return v && v->is_boolean() && v->get<bool>(); }
+  PatternSet* SetFor(const Expr& pattern);
+  Json ZeroFor(const Expr& e) const;
+  std::vector<const PolicyDecl*> PoliciesOn(const std::string& stage, const Module* scope) const;
+
+  const Program& program_;
+  const Resolution& res_;
+  const Options& options_;
+  std::map<const Expr*, std::unique_ptr<PatternSet>> sets_;
+};
+
+std::string Lower(std::string s) {
+  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+Json Evaluator::Literal(const Expr& e) const {
+  switch (e.kind) {
+    case ExprKind::kInt:
+      return e.int_value;
+    case ExprKind::kFloat:
+      return e.float_value;
+    case ExprKind::kDuration:
+      return e.int_value;
+    case ExprKind::kString:
+    case ExprKind::kIString:
+      return e.text;
+    case ExprKind::kBool:
+      return e.bool_value;
+    case ExprKind::kNull:
+      return nullptr;
+    case ExprKind::kNeg: {
+      Json v = Literal(*e.children[0]);
+      if (v.is_number_integer()) return -v.get<int64_t>();
+      if (v.is_number()) return -v.get<double>();
+      return nullptr;
+    }
+    case ExprKind::kParen:
+      return Literal(*e.children[0]);
+    case ExprKind::kList: {
+      Json a = Json::array();
+      for (const ExprPtr& c : e.children) a.push_back(Literal(*c));
+      return a;
+    }
+    case ExprKind::kObject: {
+      Json o = Json::object();
+      for (std::size_t i = 0; i < e.keys.size(); ++i) o[e.keys[i]] = Literal(*e.children[i]);
+      return o;
+    }
+    default:
+      return nullptr;
+  }
+}
+
+Json Evaluator::ZeroFor(const Expr& e) const {
+  auto it = res_.types.find(&e);
+  if (it == res_.types.end() || it->second.optional) return nullptr;
+  switch (it->second.shape) {
+    case Resolution::Shape::kString:
+      return "";
+    case Resolution::Shape::kInt:
+      return 0;
+    case Resolution::Shape::kFloat:
+      return 0.0;
+    case Resolution::Shape::kBool:
+      return false;
+    case Resolution::Shape::kList:
+      return Json::array();
+    default:
+      return nullptr;
+  }
+}
+
+PatternSet* Evaluator::SetFor(const Expr& pattern) {
+  auto& slot = sets_[&pattern];
+  if (slot == nullptr) {
+    auto trees = res_.pattern_trees.find(&pattern);
+    if (trees == res_.pattern_trees.end()) return nullptr;
+    AutomataLimits limits;
+    limits.dfa_memory_budget = options_.dfa_memory_budget;
+    AutomataResult built = BuildAutomata(trees->second, limits);
+    if (!built.ok) return nullptr;
+    built.tables.lazy_cache_bytes = options_.dfa_memory_budget;
+    slot = std::make_unique<PatternSet>(std::move(built.tables));
+  }
+  return slot.get();
+}
+
+Value Evaluator::Field(const Expr& e, Env* env) {
+  Value base = Eval(*e.children[0], env);
+  if (!base) return base;
+  if (base->is_object() && base->contains(e.text)) return (*base)[e.text];
+  return ZeroFor(e);
+}
+
+Value Evaluator::Eval(const Expr& e, Env* env) {
+  switch (e.kind) {
+    case ExprKind::kInt:
+    case ExprKind::kFloat:
+    case ExprKind::kDuration:
+    case ExprKind::kString:
+    case ExprKind::kBool:
+    case ExprKind::kNull:
+    case ExprKind::kList:
+      if (e.kind != ExprKind::kList) return Literal(e);
+      {
+        Json a = Json::array();
+        for (const ExprPtr& c : e.children) {
+          Value v = Eval(*c, env);
+          if (!v) return v;
+          a.push_back(*v);
+        }
+        return a;
+      }
+    case ExprKind::kParen:
+      return Eval(*e.children[0], env);
+    case ExprKind::kName: {
+      for (auto it = env->vars.rbegin(); it != env->vars.rend(); ++it) {
+        if (it->first == e.text) return it->second;
+      }
+      if (auto d = res_.decls.find(&e); d != res_.decls.end() && d->second->kind == DeclKind::kLet) {
+        return Eval(*d->second->let->value, env);
+      }
+      if (e.text == "input") return env->in->request;
+      if (e.text == "tool") return env->in->tool;
+      if (e.text == "output") return env->in->output;
+      if (e.text == "source") {
+        auto h = env->in->headers.find("x-request-source");
+        return h == env->in->headers.end() ? Json("") : Json(h->second);
+      }
+      if (e.text == "correlation_id") {
+        auto h = env->in->headers.find("x-correlation-id");
+        return h == env->in->headers.end() ? Json("") : Json(h->second);
+      }
+      return Json(nullptr);
+    }
+    case ExprKind::kField: {
+      if (auto d = res_.decls.find(&e); d != res_.decls.end() && d->second->kind == DeclKind::kLet) {
+        return Eval(*d->second->let->value, env);
+      }
+      return Field(e, env);
+    }
+    case ExprKind::kIndex: {
+      Value base = Eval(*e.children[0], env);
+      Value idx = Eval(*e.children[1], env);
+      if (!base || !idx) return std::nullopt;
+      if (base->is_array() && idx->is_number_integer()) {
+        int64_t i = idx->get<int64_t>();
+        if (i >= 0 && static_cast<std::size_t>(i) < base->size()) return (*base)[i];
+      } else if (base->is_object() && idx->is_string()) {
+        auto key = idx->get<std::string>();
+        if (base->contains(key)) return (*base)[key];
+      }
+      return ZeroFor(e);
+    }
+    case ExprKind::kCast: {
+      Value v = Eval(*e.children[0], env);
+      if (!v) return v;
+      if (e.text == "string" && v->is_string()) return v;
+      if (e.text == "int" && v->is_number_integer()) return v;
+      if (e.text == "float" && v->is_number()) return Json(v->get<double>());
+      if (e.text == "bool" && v->is_boolean()) return v;
+      return std::nullopt;  // a failed conversion: the condition is false
+    }
+    case ExprKind::kNeg: {
+      Value v = Eval(*e.children[0], env);
+      if (!v) return v;
+      if (v->is_number_integer()) return Json(-v->get<int64_t>());
+      return Json(-v->get<double>());
+    }
+    case ExprKind::kCoalesce:
+      for (const ExprPtr& c : e.children) {
+        Value v = Eval(*c, env);
+        if (!v) return v;
+        if (!v->is_null()) return v;
+      }
+      return Json(nullptr);
+    case ExprKind::kCompare: {
+      Value l = Eval(*e.children[0], env);
+      Value r = Eval(*e.children[1], env);
+      if (!l || !r) return std::nullopt;
+      const std::string& op = e.text;
+      if (op == "==" || op == "!=") {
+        bool eq = (l->is_number() && r->is_number()) ? l->get<double>() == r->get<double>() : *l == *r;
+        return Json(op == "==" ? eq : !eq);
+      }
+      if (!l->is_number() || !r->is_number()) return Json(false);
+      double a = l->get<double>(), b = r->get<double>();
+      return Json(op == "<" ? a < b : op == "<=" ? a <= b : op == ">" ? a > b : a >= b);
+    }
+    case ExprKind::kIn: {
+      Value l = Eval(*e.children[0], env);
+      Value r = Eval(*e.children[1], env);
+      if (!l || !r) return std::nullopt;
+      bool found = r->is_array() && std::find(r->begin(), r->end(), *l) != r->end();
+      return Json(e.bool_value ? !found : found);
+    }
+    case ExprKind::kMatch: {
+      Value l = Eval(*e.children[0], env);
+      if (!l) return l;
+      std::string text = l->is_string() ? l->get<std::string>() : std::string();
+      if (e.text == "matches" || e.text == "fullmatches") {
+        PatternSet* set = SetFor(*e.children[1]);
+        if (set == nullptr) return std::nullopt;
+        if (e.text == "matches") return Json(set->Contains(text));
+        PatternMatch m;
+        return Json(set->FirstMatch(text, 0, &m) && m.start == 0 && m.end == text.size());
+      }
+      Value r = Eval(*e.children[1], env);
+      if (!r) return r;
+      std::string needle = r->is_string() ? r->get<std::string>() : std::string();
+      if (e.text == "contains") return Json(text.find(needle) != std::string::npos);
+      if (e.text == "startswith") return Json(text.rfind(needle, 0) == 0);
+      return Json(text.size() >= needle.size() &&
+                  text.compare(text.size() - needle.size(), needle.size(), needle) == 0);
+    }
+    case ExprKind::kNot: {
+      Value v = Eval(*e.children[0], env);
+      if (!v) return v;
+      return Json(!Truthy(v));
+    }
+    case ExprKind::kAnd: {
+      bool failed = false;
+      for (const ExprPtr& c : e.children) {
+        Value v = Eval(*c, env);
+        if (!v) {
+          failed = true;
+          continue;
+        }
+        if (!Truthy(v)) return Json(false);
+      }
+      return failed ? Value(std::nullopt) : Value(Json(true));
+    }
+    case ExprKind::kOr: {
+      bool failed = false;
+      for (const ExprPtr& c : e.children) {
+        Value v = Eval(*c, env);
+        if (!v) {
+          failed = true;
+          continue;
+        }
+        if (Truthy(v)) return Json(true);
+      }
+      return failed ? Value(std::nullopt) : Value(Json(false));
+    }
+    case ExprKind::kQuant: {
+      Value list = Eval(*e.children[0], env);
+      if (!list) return list;
+      bool all = e.bool_value;
+      bool failed = false;
+      if (list->is_array()) {
+        for (const Json& item : *list) {
+          env->vars.emplace_back(e.text, item);
+          Value v = Eval(*e.children[1], env);
+          env->vars.pop_back();
+          if (!v) {
+            failed = true;
+            continue;
+          }
+          if (!all && Truthy(v)) return Json(true);
+          if (all && !Truthy(v)) return Json(false);
+        }
+      }
+      if (failed) return std::nullopt;
+      return Json(all);
+    }
+    case ExprKind::kCall: {
+      if (e.text == "count") {
+        const Expr& in = *e.children[0];
+        Value t = Eval(*in.children[1], env);
+        if (!t) return t;
+        PatternSet* set = SetFor(*in.children[0]);
+        if (set == nullptr) return std::nullopt;
+        return Json(static_cast<int64_t>(set->AllMatches(t->is_string() ? t->get<std::string>() : "").size()));
+      }
+      if (e.text == "api_key_id") return Json("");
+      std::vector<Json> args;
+      for (const ExprPtr& c : e.children) {
+        Value v = Eval(*c, env);
+        if (!v) return v;
+        args.push_back(*v);
+      }
+      if (e.text == "len") {
+        if (args[0].is_string()) return Json(static_cast<int64_t>(args[0].get<std::string>().size()));
+        if (args[0].is_array()) return Json(static_cast<int64_t>(args[0].size()));
+        return Json(0);
+      }
+      if (e.text == "lower" || e.text == "upper") {
+        std::string s = args[0].is_string() ? args[0].get<std::string>() : "";
+        for (char& c : s) {
+          c = static_cast<char>(e.text == "lower" ? std::tolower(static_cast<unsigned char>(c))
+                                                  : std::toupper(static_cast<unsigned char>(c)));
+        }
+        return Json(s);
+      }
+      if (e.text == "header") {
+        std::string name = args[0].is_string() ? Lower(args[0].get<std::string>()) : "";
+        auto h = env->in->headers.find(name);
+        return h == env->in->headers.end() ? Json(nullptr) : Json(h->second);
+      }
+      return Json(nullptr);
+    }
+    default:
+      return Json(nullptr);
+  }
+}
+
+// A test exercises the policies of its own file and of the files it imports
+// (transitively), in load order: examples and stdlib files are independent
+// scenarios, and a test should not depend on which other files were loaded.
+std::vector<const PolicyDecl*> Evaluator::PoliciesOn(const std::string& stage,
+                                                     const Module* scope) const {
+  std::set<const Module*> reach;
+  std::vector<const Module*> todo = {scope};
+  while (!todo.empty()) {
+    const Module* m = todo.back();
+    todo.pop_back();
+    if (m == nullptr || !reach.insert(m).second) continue;
+    for (const auto& [alias, dep] : m->imports) todo.push_back(dep);
+  }
+  std::vector<const PolicyDecl*> out;
+  for (const auto& owned : program_.modules) {
+    const Module* m = owned.get();
+    if (m->ast == nullptr || !reach.count(m)) continue;
+    for (const Decl& d : m->ast->decls) {
+      if (d.kind != DeclKind::kPolicy) continue;
+      for (const PolicyClause& c : d.policy->clauses) {
+        if (c.kind != ClauseKind::kOn) continue;
+        for (const Name& n : c.names) {
+          if (n.text == stage) out.push_back(d.policy.get());
+        }
+      }
+    }
+  }
+  return out;
+}
+
+Evaluator::Outcome Evaluator::Evaluate(const StageInput& in) {
+  Outcome out;
+  out.request = in.request;
+  out.output = in.output;
+  // Enforced redactions, applied together at the end of the stage.
+  std::vector<const RegexNode*> redact_trees;
+  std::vector<std::string> redact_with;
+  auto subjects = [&](const Json& request, const Json& output) {
+    std::vector<std::string> texts;
+    if (in.stage == "output") {
+      texts.push_back(output.value("text", ""));
+    } else if (request.contains("messages") && request["messages"].is_array()) {
+      for (const Json& m : request["messages"]) texts.push_back(m.value("content", ""));
+    }
+    return texts;
+  };
+  for (const PolicyDecl* p : PoliciesOn(in.stage, in.scope)) {
+    const PolicyClause* when = nullptr;
+    const PolicyClause* then = nullptr;
+    std::string mode = "enforce";
+    for (const PolicyClause& c : p->clauses) {
+      if (c.kind == ClauseKind::kWhen) when = &c;
+      if (c.kind == ClauseKind::kThen) then = &c;
+      if (c.kind == ClauseKind::kMode) mode = c.names[0].text;
+    }
+    Env env{&in, {}};
+    bool holds = when == nullptr || Truthy(Eval(*when->condition, &env));
+    if (!holds) continue;
+    const Action& a = then->action;
+    Hit hit{p, a.kind == ActionKind::kBlock ? "block" : a.kind == ActionKind::kFlag ? "flag" : "redact",
+            mode == "enforce", a.code.value};
+    if (a.kind == ActionKind::kRedact) {
+      bool matched = false;
+      for (const RedactItem& item : a.items) {
+        PatternSet* set = SetFor(*item.pattern);
+        if (set == nullptr) continue;
+        for (const std::string& t : subjects(in.request, in.output)) matched = matched || set->Contains(t);
+        if (hit.enforced) {
+          for (const RegexNode* tree : res_.pattern_trees.at(item.pattern.get())) {
+            redact_trees.push_back(tree);
+            redact_with.push_back(item.replacement.value);
+          }
+        }
+      }
+      if (!matched) {
+        // A redaction that found nothing is no hit; drop its patterns again.
+        if (hit.enforced) {
+          std::size_t n = 0;
+          for (const RedactItem& item : a.items) n += res_.pattern_trees.at(item.pattern.get()).size();
+          redact_trees.resize(redact_trees.size() - n);
+          redact_with.resize(redact_with.size() - n);
+        }
+        continue;
+      }
+    }
+    out.hits.push_back(hit);
+    if (hit.action == "block" && hit.enforced) {
+      out.blocked = true;
+      break;
+    }
+  }
+  for (const Hit& h : out.hits) {
+    if (h.action == "block" && h.enforced) out.block = &h;
+  }
+  if (!out.blocked && !redact_trees.empty()) {
+    AutomataLimits limits;
+    limits.dfa_memory_budget = options_.dfa_memory_budget;
+    AutomataResult built = BuildAutomata(redact_trees, limits);
+    if (built.ok) {
+      built.tables.lazy_cache_bytes = options_.dfa_memory_budget;
+      PatternSet set(std::move(built.tables));
+      auto redact = [&](const std::string& text) {
+        std::string r;
+        std::size_t pos = 0;
+        for (const PatternMatch& m : set.AllMatches(text)) {
+          r += text.substr(pos, m.start - pos) + redact_with[m.pattern];
+          pos = m.end;
+        }
+        return r + text.substr(pos);
+      };
+      if (in.stage == "output") {
+        out.output["text"] = redact(in.output.value("text", ""));
+      } else if (out.request.contains("messages") && out.request["messages"].is_array()) {
+        for (Json& m : out.request["messages"]) {
+          if (m.contains("content") && m["content"].is_string()) {
+            m["content"] = redact(m["content"].get<std::string>());
+          }
+        }
+      }
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+TestRun RunTests(const Program& program, const Resolution& resolution, const Options& options,
+                 const SourceMap& sources) {
+  TestRun run;
+  Evaluator ev(program, resolution, options);
+  std::set<std::string> exercised;
+  std::vector<std::pair<std::string, std::string>> all_policies;  // name, file
+  for (const Module* m : program.roots) {
+    if (m->ast == nullptr) continue;
+    for (const Decl& d : m->ast->decls) {
+      if (d.kind == DeclKind::kPolicy) all_policies.emplace_back(d.policy->name.value, m->path);
+    }
+  }
+  auto line_of = [&](const Module* m, Span span) -> uint32_t {
+    const SourceMap::File* f = sources.Find(m->path);
+    return f == nullptr ? 0 : SourceMap::PositionOf(*f, span.begin).line;
+  };
+  for (const Module* m : program.roots) {
+    if (m->ast == nullptr) continue;
+    for (const Decl& d : m->ast->decls) {
+      if (d.kind != DeclKind::kTest) continue;
+      const TestDecl& t = *d.test;
+      StageInput in;
+      in.scope = m;
+      in.stage = "input";
+      bool has_tool = false, has_output = false;
+      for (const TestClause& c : t.clauses) {
+        if (c.is_expect) continue;
+        Json v = ev.Literal(*c.value);
+        if (c.given.text == "input") in.request = v;
+        if (c.given.text == "tool_call") {
+          in.tool = v;
+          has_tool = true;
+        }
+        if (c.given.text == "output") {
+          in.output = v.is_string() ? Json{{"text", v}} : v;
+          has_output = true;
+        }
+        if (c.given.text == "headers" && v.is_object()) {
+          for (auto it = v.begin(); it != v.end(); ++it) {
+            if (it.value().is_string()) in.headers[Lower(it.key())] = it.value().get<std::string>();
+          }
+        }
+      }
+      if (!in.request.contains("messages")) in.request["messages"] = Json::array();
+      if (has_tool) in.stage = "tool_call";
+      if (has_output) in.stage = "output";
+      Evaluator::Outcome out = ev.Evaluate(in);
+      for (const Hit& h : out.hits) exercised.insert(h.policy->name.value);
+
+      TestCaseResult result;
+      result.file = m->path;
+      result.line = line_of(m, t.name.span);
+      result.name = t.name.value;
+      result.passed = true;
+      result.verdict = out.blocked ? "block" : "allow";
+      if (out.block != nullptr) {
+        result.policy = out.block->policy->name.value;
+        result.code = out.block->code;
+      }
+      std::string hits;
+      for (const Hit& h : out.hits) {
+        hits += (hits.empty() ? "" : ", ") + h.action + " \"" + h.policy->name.value + "\"" +
+                (h.enforced ? "" : " (observe)");
+      }
+      auto fail = [&](const TestClause& c, std::string why) {
+        if (!result.passed) return;
+        result.passed = false;
+        result.failure_line = line_of(m, c.span);
+        result.failure = std::move(why) + "; decision: " + result.verdict +
+                         (hits.empty() ? "" : " (hits: " + hits + ")");
+      };
+      for (const TestClause& c : t.clauses) {
+        if (!c.is_expect) continue;
+        auto find_hit = [&](const std::string& action) -> const Hit* {
+          for (const Hit& h : out.hits) {
+            if (h.policy->name.value == c.policy.value && h.action == action) return &h;
+          }
+          return nullptr;
+        };
+        switch (c.expect) {
+          case ExpectKind::kAllow:
+            if (out.blocked) fail(c, "expected allow");
+            break;
+          case ExpectKind::kBlock: {
+            const Hit* h = find_hit("block");
+            if (h == nullptr) {
+              fail(c, "expected block \"" + c.policy.value + "\"");
+            } else if (c.code.present && h->code != c.code.value) {
+              fail(c, "expected code \"" + c.code.value + "\", got \"" + h->code + "\"");
+            }
+            break;
+          }
+          case ExpectKind::kRedact:
+            if (find_hit("redact") == nullptr) fail(c, "expected redact \"" + c.policy.value + "\"");
+            break;
+          case ExpectKind::kFlag:
+            if (find_hit("flag") == nullptr) fail(c, "expected flag \"" + c.policy.value + "\"");
+            break;
+          case ExpectKind::kValue: {
+            Json actual;
+            const Expr& path = *c.value;
+            if (path.kind == ExprKind::kName && path.text == "output") {
+              actual = out.output.value("text", "");
+            } else {
+              // Evaluate the path over the stage's result.
+              struct Walker {
+                static Json Walk(const Expr& e, const Json& request, const Json& output) {
+                  switch (e.kind) {
+                    case ExprKind::kName:
+                      return e.text == "input" ? request : e.text == "output" ? output : Json();
+                    case ExprKind::kField: {
+                      Json b = Walk(*e.children[0], request, output);
+                      return b.is_object() && b.contains(e.text) ? b[e.text] : Json();
+                    }
+                    case ExprKind::kIndex: {
+                      Json b = Walk(*e.children[0], request, output);
+                      const Expr& i = *e.children[1];
+                      if (b.is_array() && i.kind == ExprKind::kInt && i.int_value >= 0 &&
+                          static_cast<std::size_t>(i.int_value) < b.size()) {
+                        return b[i.int_value];
+                      }
+                      return Json();
+                    }
+                    default:
+                      return Json();
+                  }
+                }
+              };
+              actual = Walker::Walk(path, out.request, out.output);
+            }
+            std::string text = actual.is_string() ? actual.get<std::string>() : actual.dump();
+            if (text != c.expected.value) {
+              fail(c, "expected \"" + c.expected.value + "\", got \"" + text + "\"");
+            }
+            break;
+          }
+        }
+      }
+      (result.passed ? run.passed : run.failed)++;
+      run.results.push_back(std::move(result));
+    }
+  }
+  for (const auto& [name, file] : all_policies) {
+    if (!exercised.count(name)) run.untested.push_back(name);
+  }
+  return run;
+}
+
+}  // namespace kt::internal

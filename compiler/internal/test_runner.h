@@ -1,0 +1,17 @@
+// The policy test runner behind `kt policy test`.
+#ifndef KT_COMPILER_INTERNAL_TEST_RUNNER_H_
+#define KT_COMPILER_INTERNAL_TEST_RUNNER_H_
+
+#include "compiler/compiler.h"
+#include "compiler/internal/checker.h"
+
+namespace kt::internal {
+
+// Runs every `test` block of the program's root files. The program must have
+// passed the checker without errors.
+TestRun RunTests(const Program& program, const Resolution& resolution, const Options& options,
+                 const SourceMap& sources);
+
+}  // namespace kt::internal
+
+#endif  // KT_COMPILER_INTERNAL_TEST_RUNNER_H_
