@@ -218,6 +218,32 @@ int RunTest(const std::vector<std::string>& paths, bool json, CommonOptions* com
   return run.failed > 0 ? 1 : 0;
 }
 
+int RunEval(const std::vector<std::string>& paths, const std::string& stage,
+            const std::string& request_file, CommonOptions* common) {
+  common->compiler.stdlib_paths = StdlibPaths(common->stdlib);
+  std::vector<Diagnostic> missing;
+  std::vector<std::string> files = CollectPolicyFiles(paths, &missing);
+  std::string body;
+  if (!ReadFile(request_file, &body)) {
+    std::cerr << "kt: cannot read `" << request_file << "`\n";
+    return 2;
+  }
+  SourceMap sources;
+  EvalResult r = EvalPolicies(files, stage, body, common->compiler, &sources);
+  r.lint.diagnostics.insert(r.lint.diagnostics.begin(), missing.begin(), missing.end());
+  r.lint.error_count += static_cast<int>(missing.size());
+  if (r.lint.error_count > 0) {
+    std::cerr << RenderText(r.lint.diagnostics, sources, UseColor());
+    return 2;
+  }
+  if (!r.error.empty()) {
+    std::cerr << "kt: " << r.error << "\n";
+    return 2;
+  }
+  std::cout << r.decision_json << "\n";
+  return 0;
+}
+
 }  // namespace
 
 std::vector<std::string> StdlibPaths(const std::string& flag) {
@@ -281,6 +307,26 @@ void AddPolicyCommands(CLI::App* app, CommonOptions* common, int* exit_code) {
   test->add_flag("--json", test_args->json, "print the results as JSON");
   AddLimitFlags(test, common);
   test->callback([=] { *exit_code = RunTest(test_args->paths, test_args->json, common); });
+
+  struct EvalArgs {
+    std::vector<std::string> paths;
+    std::string stage = "input";
+    std::string request;
+  };
+  auto eval_args = std::make_shared<EvalArgs>();
+  CLI::App* eval = policy->add_subcommand(
+      "eval", "print the decision for one stage on a request, response or tool call, as JSON");
+  eval->add_option("PATH", eval_args->paths, "files or directories")->required();
+  eval->add_option("--stage", eval_args->stage, "input, tool_call or output")
+      ->check(CLI::IsMember({"input", "tool_call", "output"}))
+      ->capture_default_str();
+  eval->add_option("--request", eval_args->request,
+                   "JSON file: a chat-completions request (input), response (output) or tool call")
+      ->required();
+  AddLimitFlags(eval, common);
+  eval->callback([=] {
+    *exit_code = RunEval(eval_args->paths, eval_args->stage, eval_args->request, common);
+  });
 
   struct ExplainArgs {
     std::vector<std::string> paths;

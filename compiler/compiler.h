@@ -192,6 +192,17 @@ struct TestRun {
 TestRun RunPolicyTests(const std::vector<std::string>& files, const Options& options,
                        SourceMap* sources);
 
+// `kt policy eval`: the decision of a policy set for one stage on a body in
+// OpenAI format, as JSON. On policy errors `lint` says why; on a bad body,
+// `error` does.
+struct EvalResult {
+  LintResult lint;
+  std::string error;
+  std::string decision_json;
+};
+EvalResult EvalPolicies(const std::vector<std::string>& files, const std::string& stage,
+                        const std::string& body, const Options& options, SourceMap* sources);
+
 // Checks one in-memory source as a policy set of its own. Imports resolve
 // against `options.stdlib_paths` and relative to `path`'s directory.
 LintResult LintText(const std::string& path, std::string_view text, const Options& options,

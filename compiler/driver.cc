@@ -361,6 +361,24 @@ TestRun RunPolicyTests(const std::vector<std::string>& files, const Options& opt
   return tests;
 }
 
+EvalResult EvalPolicies(const std::vector<std::string>& files, const std::string& stage,
+                        const std::string& body, const Options& options, SourceMap* sources) {
+  LoadedFiles loaded(files, options, sources);
+  internal::CheckResult checked = internal::CheckProgram(&loaded.program, options, &loaded.sink);
+  EvalResult result;
+  if (loaded.sink.HasErrors()) {
+    result.lint.diagnostics = std::move(loaded.sink.diagnostics());
+    internal::SortAndCap(&result.lint.diagnostics, options.max_errors, &result.lint.suppressed_count);
+    for (const Diagnostic& d : result.lint.diagnostics) {
+      if (d.severity == Severity::kError) ++result.lint.error_count;
+    }
+    return result;
+  }
+  result.decision_json = internal::EvaluateRequest(loaded.program, *checked.resolution, options,
+                                                   stage, body, &result.error);
+  return result;
+}
+
 LintResult LintText(const std::string& path, std::string_view text, const Options& options,
                     SourceMap* sources) {
   internal::DiagnosticSink sink;

@@ -385,6 +385,7 @@ std::vector<const PolicyDecl*> Evaluator::PoliciesOn(const std::string& stage,
                                                      const Module* scope) const {
   std::set<const Module*> reach;
   std::vector<const Module*> todo = {scope};
+  if (scope == nullptr) todo.assign(program_.roots.begin(), program_.roots.end());
   while (!todo.empty()) {
     const Module* m = todo.back();
     todo.pop_back();
@@ -503,6 +504,76 @@ Evaluator::Outcome Evaluator::Evaluate(const StageInput& in) {
 }
 
 }  // namespace
+
+std::string EvaluateRequest(const Program& program, const Resolution& resolution,
+                            const Options& options, const std::string& stage,
+                            const std::string& body, std::string* error) {
+  Json doc = Json::parse(body, nullptr, false);
+  if (doc.is_discarded()) {
+    *error = "the request file is not valid JSON";
+    return {};
+  }
+  StageInput in;
+  in.stage = stage;
+  // Message content may be a string or a list of parts; policies see text.
+  auto text_of = [](const Json& content) {
+    if (content.is_string()) return content.get<std::string>();
+    std::string out;
+    if (content.is_array()) {
+      for (const Json& part : content) {
+        if (part.is_object() && part.value("type", "") == "text") {
+          out += (out.empty() ? "" : "\n") + part.value("text", "");
+        }
+      }
+    }
+    return out;
+  };
+  if (stage == "input") {
+    in.request = doc;
+    if (doc.contains("messages") && doc["messages"].is_array()) {
+      for (Json& m : in.request["messages"]) {
+        if (m.contains("content")) m["content"] = text_of(m["content"]);
+      }
+    }
+  } else if (stage == "output") {
+    // A chat-completions response: the first choice.
+    const Json& choice = doc.contains("choices") && doc["choices"].is_array() && !doc["choices"].empty()
+                             ? doc["choices"][0]
+                             : Json::object();
+    in.output = {{"text", choice.contains("message") ? text_of(choice["message"].value("content", Json(""))) : ""},
+                 {"finish_reason", choice.value("finish_reason", Json(nullptr))},
+                 {"model", doc.value("model", "")}};
+  } else {
+    // A tool call as the API returns it, or just {name, arguments}.
+    const Json& fn = doc.contains("function") ? doc["function"] : doc;
+    Json args = fn.contains("arguments") && fn["arguments"].is_string()
+                    ? Json::parse(fn["arguments"].get<std::string>(), nullptr, false)
+                    : fn.value("arguments", Json::object());
+    if (args.is_discarded()) args = nullptr;
+    in.tool = {{"name", fn.value("name", "")}, {"args", args}, {"index", doc.value("index", 0)},
+               {"id", doc.value("id", "")}};
+  }
+  if (!in.request.contains("messages")) in.request["messages"] = Json::array();
+  Evaluator ev(program, resolution, options);
+  Evaluator::Outcome out = ev.Evaluate(in);
+  Json decision = {{"stage", stage}, {"verdict", out.blocked ? "block" : "allow"}};
+  Json hits = Json::array();
+  for (const Hit& h : out.hits) {
+    hits.push_back({{"policy", h.policy->name.value},
+                    {"action", h.action},
+                    {"mode", h.enforced ? "enforce" : "observe"},
+                    {"enforced", h.enforced},
+                    {"code", h.code}});
+  }
+  decision["policies"] = hits;
+  if (out.block != nullptr) {
+    decision["policy"] = out.block->policy->name.value;
+    decision["code"] = out.block->code;
+  }
+  if (stage == "input" && !out.blocked) decision["request"] = out.request;
+  if (stage == "output" && !out.blocked) decision["output"] = out.output.value("text", "");
+  return decision.dump(2);
+}
 
 TestRun RunTests(const Program& program, const Resolution& resolution, const Options& options,
                  const SourceMap& sources) {

@@ -12,6 +12,12 @@ namespace kt::internal {
 TestRun RunTests(const Program& program, const Resolution& resolution, const Options& options,
                  const SourceMap& sources);
 
+// The decision for one stage of the whole policy set on an OpenAI-format
+// body (a chat-completions request, a response, or a tool call), as JSON.
+std::string EvaluateRequest(const Program& program, const Resolution& resolution,
+                            const Options& options, const std::string& stage,
+                            const std::string& body, std::string* error);
+
 }  // namespace kt::internal
 
 #endif  // KT_COMPILER_INTERNAL_TEST_RUNNER_H_
