@@ -203,6 +203,23 @@ struct EvalResult {
 EvalResult EvalPolicies(const std::vector<std::string>& files, const std::string& stage,
                         const std::string& body, const Options& options, SourceMap* sources);
 
+// A loaded policy set that evaluates many bodies (what `kt policy eval` does
+// once). Not thread-safe. Null, with `lint` holding the errors, when the
+// files have errors.
+class PolicyInterpreter {
+ public:
+  static std::unique_ptr<PolicyInterpreter> Load(const std::vector<std::string>& files,
+                                                 const Options& options, SourceMap* sources,
+                                                 LintResult* lint);
+  ~PolicyInterpreter();
+  std::string Evaluate(const std::string& stage, const std::string& body, std::string* error);
+
+ private:
+  PolicyInterpreter();
+  struct State;
+  std::unique_ptr<State> state_;
+};
+
 // Checks one in-memory source as a policy set of its own. Imports resolve
 // against `options.stdlib_paths` and relative to `path`'s directory.
 LintResult LintText(const std::string& path, std::string_view text, const Options& options,

@@ -374,9 +374,43 @@ EvalResult EvalPolicies(const std::vector<std::string>& files, const std::string
     }
     return result;
   }
-  result.decision_json = internal::EvaluateRequest(loaded.program, *checked.resolution, options,
-                                                   stage, body, &result.error);
+  internal::RequestEvaluator evaluator(loaded.program, *checked.resolution, options);
+  result.decision_json = evaluator.Evaluate(stage, body, &result.error);
   return result;
+}
+
+struct PolicyInterpreter::State {
+  State(const std::vector<std::string>& files, const Options& opts, SourceMap* sources)
+      : options(opts), loaded(files, options, sources) {}
+  Options options;
+  LoadedFiles loaded;
+  internal::CheckResult checked;
+  std::unique_ptr<internal::RequestEvaluator> evaluator;
+};
+
+PolicyInterpreter::PolicyInterpreter() = default;
+PolicyInterpreter::~PolicyInterpreter() = default;
+
+std::unique_ptr<PolicyInterpreter> PolicyInterpreter::Load(const std::vector<std::string>& files,
+                                                           const Options& options,
+                                                           SourceMap* sources, LintResult* lint) {
+  std::unique_ptr<PolicyInterpreter> p(new PolicyInterpreter());
+  p->state_ = std::make_unique<State>(files, options, sources);
+  State& st = *p->state_;
+  st.checked = internal::CheckProgram(&st.loaded.program, st.options, &st.loaded.sink);
+  lint->diagnostics = st.loaded.sink.diagnostics();
+  for (const Diagnostic& d : lint->diagnostics) {
+    if (d.severity == Severity::kError) ++lint->error_count;
+  }
+  if (lint->error_count > 0) return nullptr;
+  st.evaluator = std::make_unique<internal::RequestEvaluator>(st.loaded.program,
+                                                              *st.checked.resolution, st.options);
+  return p;
+}
+
+std::string PolicyInterpreter::Evaluate(const std::string& stage, const std::string& body,
+                                        std::string* error) {
+  return state_->evaluator->Evaluate(stage, body, error);
 }
 
 LintResult LintText(const std::string& path, std::string_view text, const Options& options,

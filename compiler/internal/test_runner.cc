@@ -505,9 +505,19 @@ Evaluator::Outcome Evaluator::Evaluate(const StageInput& in) {
 
 }  // namespace
 
-std::string EvaluateRequest(const Program& program, const Resolution& resolution,
-                            const Options& options, const std::string& stage,
-                            const std::string& body, std::string* error) {
+struct RequestEvaluator::Impl {
+  Impl(const Program& program, const Resolution& resolution, const Options& options)
+      : ev(program, resolution, options) {}
+  Evaluator ev;
+};
+
+RequestEvaluator::RequestEvaluator(const Program& program, const Resolution& resolution,
+                                   const Options& options)
+    : impl_(std::make_unique<Impl>(program, resolution, options)) {}
+RequestEvaluator::~RequestEvaluator() = default;
+
+std::string RequestEvaluator::Evaluate(const std::string& stage, const std::string& body,
+                                       std::string* error) {
   Json doc = Json::parse(body, nullptr, false);
   if (doc.is_discarded()) {
     *error = "the request file is not valid JSON";
@@ -554,8 +564,7 @@ std::string EvaluateRequest(const Program& program, const Resolution& resolution
                {"id", doc.value("id", "")}};
   }
   if (!in.request.contains("messages")) in.request["messages"] = Json::array();
-  Evaluator ev(program, resolution, options);
-  Evaluator::Outcome out = ev.Evaluate(in);
+  Evaluator::Outcome out = impl_->ev.Evaluate(in);
   Json decision = {{"stage", stage}, {"verdict", out.blocked ? "block" : "allow"}};
   Json hits = Json::array();
   for (const Hit& h : out.hits) {

@@ -3,6 +3,8 @@
 #define KT_COMPILER_INTERNAL_TEST_RUNNER_H_
 
 #include "compiler/compiler.h"
+#include <memory>
+
 #include "compiler/internal/checker.h"
 
 namespace kt::internal {
@@ -12,11 +14,20 @@ namespace kt::internal {
 TestRun RunTests(const Program& program, const Resolution& resolution, const Options& options,
                  const SourceMap& sources);
 
-// The decision for one stage of the whole policy set on an OpenAI-format
-// body (a chat-completions request, a response, or a tool call), as JSON.
-std::string EvaluateRequest(const Program& program, const Resolution& resolution,
-                            const Options& options, const std::string& stage,
-                            const std::string& body, std::string* error);
+// Evaluates the whole policy set on OpenAI-format bodies (a chat-completions
+// request, a response, or a tool call), keeping compiled patterns between
+// calls. Not thread-safe.
+class RequestEvaluator {
+ public:
+  RequestEvaluator(const Program& program, const Resolution& resolution, const Options& options);
+  ~RequestEvaluator();
+  // The decision for one stage, as JSON; empty with `*error` set on a bad body.
+  std::string Evaluate(const std::string& stage, const std::string& body, std::string* error);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
 
 }  // namespace kt::internal
 
