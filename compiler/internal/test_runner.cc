@@ -518,10 +518,59 @@ RequestEvaluator::~RequestEvaluator() = default;
 
 std::string RequestEvaluator::Evaluate(const std::string& stage, const std::string& body,
                                        std::string* error) {
+  // A body of the wrong shape (a number where text belongs, say) is the
+  // caller's error, reported, never a crash.
+  try {
+    return EvaluateChecked(stage, body, error);
+  } catch (const nlohmann::json::exception& e) {
+    *error = std::string("the body does not have the expected shape: ") + e.what();
+    return {};
+  }
+}
+
+std::string RequestEvaluator::EvaluateChecked(const std::string& stage, const std::string& body,
+                                              std::string* error) {
   Json doc = Json::parse(body, nullptr, false);
   if (doc.is_discarded()) {
     *error = "the request file is not valid JSON";
     return {};
+  }
+  // Check the shape first: a body policies cannot read must not pass as an
+  // empty one (fail closed).
+  auto bad = [&](const std::string& what) {
+    *error = "the body is not a valid " +
+             std::string(stage == "input"    ? "chat-completions request"
+                         : stage == "output" ? "chat-completions response"
+                                             : "tool call") +
+             ": " + what;
+    return std::string();
+  };
+  if (!doc.is_object()) return bad("expected a JSON object");
+  if (stage == "input") {
+    if (doc.contains("model") && !doc["model"].is_string()) return bad("`model` must be a string");
+    if (!doc.contains("messages") || !doc["messages"].is_array()) {
+      return bad("`messages` must be a list");
+    }
+    for (std::size_t i = 0; i < doc["messages"].size(); ++i) {
+      const Json& m = doc["messages"][i];
+      std::string at = "`messages[" + std::to_string(i) + "]";
+      if (!m.is_object()) return bad(at + "` must be an object");
+      if (!m.contains("role") || !m["role"].is_string()) return bad(at + ".role` must be a string");
+      if (m.contains("content") && !m["content"].is_string() && !m["content"].is_array() &&
+          !m["content"].is_null()) {
+        return bad(at + ".content` must be a string or a list of parts");
+      }
+    }
+  } else if (stage == "output") {
+    if (!doc.contains("choices") || !doc["choices"].is_array() || doc["choices"].empty() ||
+        !doc["choices"][0].is_object()) {
+      return bad("`choices` must be a non-empty list");
+    }
+  } else {
+    const Json& fn = doc.contains("function") ? doc["function"] : doc;
+    if (!fn.is_object() || !fn.contains("name") || !fn["name"].is_string()) {
+      return bad("the tool's `name` must be a string");
+    }
   }
   StageInput in;
   in.stage = stage;

@@ -25,6 +25,8 @@ class RequestEvaluator {
   std::string Evaluate(const std::string& stage, const std::string& body, std::string* error);
 
  private:
+  std::string EvaluateChecked(const std::string& stage, const std::string& body,
+                              std::string* error);
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

@@ -186,6 +186,13 @@ with tempfile.TemporaryDirectory() as tmp:
             "--request", str(resp))
     d = json.loads(r.stdout) if r.returncode == 0 else {}
     check("policy eval redacts output", d.get("output") == "mail [EMAIL_REDACTED]", r.stdout)
+    for name, body in (("not json", "{nope"), ("wrong shape", '{"model": 5, "messages": [{"role": "user", "content": 5}]}'),
+                       ("messages not a list", '{"messages": "hi"}')):
+        bad = pathlib.Path(tmp) / "bad.json"
+        bad.write_text(body)
+        r = run("policy", "eval", "examples/policies/quickstart.ktp", "--request", str(bad))
+        check(f"policy eval on a body that is {name} exits 2 with an error (fail closed)",
+              r.returncode == 2 and r.stderr.startswith("kt: ") and r.stdout == "", r.stdout + r.stderr)
 
 # Every .ktp in the repository is formatted.
 files = sorted(str(p) for p in pathlib.Path(".").rglob("*.ktp")
