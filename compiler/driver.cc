@@ -8,6 +8,7 @@
 #include "compiler/compiler.h"
 #include "compiler/internal/automata.h"
 #include "compiler/internal/checker.h"
+#include "compiler/internal/driver.h"
 #include "compiler/internal/pir.h"
 #include "compiler/internal/test_runner.h"
 #include "compiler/internal/diagnostics.h"
@@ -340,6 +341,26 @@ CompiledRedactions CompileRedactions(const std::vector<std::string>& files,
   out.ok = true;
   return out;
 }
+
+namespace internal {
+
+struct CheckedSet::Storage {
+  Storage(const std::vector<std::string>& files, const Options& options, SourceMap* sources)
+      : loaded(files, options, sources) {}
+  LoadedFiles loaded;
+};
+
+CheckedSet LoadAndCheck(const std::vector<std::string>& files, const Options& options,
+                        SourceMap* sources) {
+  CheckedSet set;
+  set.storage = std::make_shared<CheckedSet::Storage>(files, options, sources);
+  set.program = &set.storage->loaded.program;
+  set.checked = CheckProgram(&set.storage->loaded.program, options, &set.storage->loaded.sink);
+  set.error_count = set.storage->loaded.sink.error_count();
+  return set;
+}
+
+}  // namespace internal
 
 TestRun RunPolicyTests(const std::vector<std::string>& files, const Options& options,
                        SourceMap* sources) {

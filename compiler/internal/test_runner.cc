@@ -47,10 +47,35 @@ struct StageInput {
   std::map<std::string, std::string> headers;  // lower-cased names
 };
 
+// The default matcher: kt's automata, one compiled set per tree list.
+class KtMatcher : public PatternMatcher {
+ public:
+  explicit KtMatcher(const Options& options) : options_(options) {}
+  std::vector<PatternMatch> AllMatches(const std::vector<const RegexNode*>& trees,
+                                       std::string_view text) override {
+    auto& slot = sets_[trees];
+    if (slot == nullptr) {
+      AutomataLimits limits;
+      limits.dfa_memory_budget = options_.dfa_memory_budget;
+      AutomataResult built = BuildAutomata(trees, limits);
+      if (!built.ok) return {};
+      built.tables.lazy_cache_bytes = options_.dfa_memory_budget;
+      slot = std::make_unique<PatternSet>(std::move(built.tables));
+    }
+    return slot->AllMatches(text);
+  }
+
+ private:
+  const Options& options_;
+  std::map<std::vector<const RegexNode*>, std::unique_ptr<PatternSet>> sets_;
+};
+
 class Evaluator {
  public:
-  Evaluator(const Program& program, const Resolution& resolution, const Options& options)
-      : program_(program), res_(resolution), options_(options) {}
+  Evaluator(const Program& program, const Resolution& resolution, const Options& options,
+            PatternMatcher* matcher = nullptr)
+      : program_(program), res_(resolution), options_(options), kt_matcher_(options),
+        matcher_(matcher != nullptr ? matcher : &kt_matcher_) {}
 
   // The decision for one stage: hits in order, and the redacted texts.
   struct Outcome {
@@ -72,14 +97,18 @@ class Evaluator {
   Value Eval(const Expr& e, Env* env);
   Value Field(const Expr& e, Env* env);
   bool Truthy(const Value& v) const { return v && v->is_boolean() && v->get<bool>(); }
-  PatternSet* SetFor(const Expr& pattern);
+  const std::vector<const RegexNode*>* TreesFor(const Expr& pattern) const {
+    auto it = res_.pattern_trees.find(&pattern);
+    return it == res_.pattern_trees.end() ? nullptr : &it->second;
+  }
   Json ZeroFor(const Expr& e) const;
   std::vector<const PolicyDecl*> PoliciesOn(const std::string& stage, const Module* scope) const;
 
   const Program& program_;
   const Resolution& res_;
   const Options& options_;
-  std::map<const Expr*, std::unique_ptr<PatternSet>> sets_;
+  KtMatcher kt_matcher_;
+  PatternMatcher* matcher_;
 };
 
 std::string Lower(std::string s) {
@@ -142,21 +171,6 @@ Json Evaluator::ZeroFor(const Expr& e) const {
     default:
       return nullptr;
   }
-}
-
-PatternSet* Evaluator::SetFor(const Expr& pattern) {
-  auto& slot = sets_[&pattern];
-  if (slot == nullptr) {
-    auto trees = res_.pattern_trees.find(&pattern);
-    if (trees == res_.pattern_trees.end()) return nullptr;
-    AutomataLimits limits;
-    limits.dfa_memory_budget = options_.dfa_memory_budget;
-    AutomataResult built = BuildAutomata(trees->second, limits);
-    if (!built.ok) return nullptr;
-    built.tables.lazy_cache_bytes = options_.dfa_memory_budget;
-    slot = std::make_unique<PatternSet>(std::move(built.tables));
-  }
-  return slot.get();
 }
 
 Value Evaluator::Field(const Expr& e, Env* env) {
@@ -273,11 +287,12 @@ Value Evaluator::Eval(const Expr& e, Env* env) {
       if (!l) return l;
       std::string text = l->is_string() ? l->get<std::string>() : std::string();
       if (e.text == "matches" || e.text == "fullmatches") {
-        PatternSet* set = SetFor(*e.children[1]);
-        if (set == nullptr) return std::nullopt;
-        if (e.text == "matches") return Json(set->Contains(text));
-        PatternMatch m;
-        return Json(set->FirstMatch(text, 0, &m) && m.start == 0 && m.end == text.size());
+        const auto* trees = TreesFor(*e.children[1]);
+        if (trees == nullptr) return std::nullopt;
+        std::vector<PatternMatch> ms = matcher_->AllMatches(*trees, text);
+        if (e.text == "matches") return Json(!ms.empty());
+        // The leftmost-longest match from 0 covers the text iff any does.
+        return Json(!ms.empty() && ms[0].start == 0 && ms[0].end == text.size());
       }
       Value r = Eval(*e.children[1], env);
       if (!r) return r;
@@ -342,9 +357,10 @@ Value Evaluator::Eval(const Expr& e, Env* env) {
         const Expr& in = *e.children[0];
         Value t = Eval(*in.children[1], env);
         if (!t) return t;
-        PatternSet* set = SetFor(*in.children[0]);
-        if (set == nullptr) return std::nullopt;
-        return Json(static_cast<int64_t>(set->AllMatches(t->is_string() ? t->get<std::string>() : "").size()));
+        const auto* trees = TreesFor(*in.children[0]);
+        if (trees == nullptr) return std::nullopt;
+        return Json(static_cast<int64_t>(
+            matcher_->AllMatches(*trees, t->is_string() ? t->get<std::string>() : "").size()));
       }
       if (e.text == "api_key_id") return Json("");
       std::vector<Json> args;
@@ -443,9 +459,11 @@ Evaluator::Outcome Evaluator::Evaluate(const StageInput& in) {
     if (a.kind == ActionKind::kRedact) {
       bool matched = false;
       for (const RedactItem& item : a.items) {
-        PatternSet* set = SetFor(*item.pattern);
-        if (set == nullptr) continue;
-        for (const std::string& t : subjects(in.request, in.output)) matched = matched || set->Contains(t);
+        const auto* trees = TreesFor(*item.pattern);
+        if (trees == nullptr) continue;
+        for (const std::string& t : subjects(in.request, in.output)) {
+          matched = matched || !matcher_->AllMatches(*trees, t).empty();
+        }
         if (hit.enforced) {
           for (const RegexNode* tree : res_.pattern_trees.at(item.pattern.get())) {
             redact_trees.push_back(tree);
@@ -474,16 +492,11 @@ Evaluator::Outcome Evaluator::Evaluate(const StageInput& in) {
     if (h.action == "block" && h.enforced) out.block = &h;
   }
   if (!out.blocked && !redact_trees.empty()) {
-    AutomataLimits limits;
-    limits.dfa_memory_budget = options_.dfa_memory_budget;
-    AutomataResult built = BuildAutomata(redact_trees, limits);
-    if (built.ok) {
-      built.tables.lazy_cache_bytes = options_.dfa_memory_budget;
-      PatternSet set(std::move(built.tables));
+    {
       auto redact = [&](const std::string& text) {
         std::string r;
         std::size_t pos = 0;
-        for (const PatternMatch& m : set.AllMatches(text)) {
+        for (const PatternMatch& m : matcher_->AllMatches(redact_trees, text)) {
           r += text.substr(pos, m.start - pos) + redact_with[m.pattern];
           pos = m.end;
         }
@@ -634,9 +647,9 @@ std::string RequestEvaluator::EvaluateChecked(const std::string& stage, const st
 }
 
 TestRun RunTests(const Program& program, const Resolution& resolution, const Options& options,
-                 const SourceMap& sources) {
+                 const SourceMap& sources, PatternMatcher* matcher) {
   TestRun run;
-  Evaluator ev(program, resolution, options);
+  Evaluator ev(program, resolution, options, matcher);
   std::set<std::string> exercised;
   std::vector<std::pair<std::string, std::string>> all_policies;  // name, file
   for (const Module* m : program.roots) {
