@@ -74,7 +74,7 @@ class Evaluator {
  public:
   Evaluator(const Program& program, const Resolution& resolution, const Options& options,
             PatternMatcher* matcher = nullptr)
-      : program_(program), res_(resolution), options_(options), kt_matcher_(options),
+      : program_(program), res_(resolution), kt_matcher_(options),
         matcher_(matcher != nullptr ? matcher : &kt_matcher_) {}
 
   // The decision for one stage: hits in order, and the redacted texts.
@@ -106,7 +106,6 @@ class Evaluator {
 
   const Program& program_;
   const Resolution& res_;
-  const Options& options_;
   KtMatcher kt_matcher_;
   PatternMatcher* matcher_;
 };
