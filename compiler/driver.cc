@@ -152,7 +152,6 @@ class Loader {
           sink_->Report(DiagId::kUnknownModule, path, im.target_span,
                         "module `" + im.target + "` not found", help);
           module->imports[im.alias] = nullptr;
-          module->import_decls[im.alias] = &im;
           continue;
         }
         if (module->imports.count(im.alias)) {
@@ -162,7 +161,6 @@ class Loader {
         }
         internal::Module* dep = Load(target, false, path, im.target_span);
         module->imports[im.alias] = dep;
-        module->import_decls[im.alias] = &im;
       }
     }
     loading_.erase(key);

@@ -21,8 +21,6 @@ struct AutomataLimits {
   // Build only the unminimised forward DFA: enough to check the budget
   // (the lint path), not enough to scan.
   bool check_only = false;
-  // With check_only: give up beyond this many states.
-  std::size_t max_dfa_states = SIZE_MAX;
   // Largest forward DFA built eagerly; larger sets run lazily.
   std::size_t max_eager_states = 2048;
 };

@@ -27,7 +27,6 @@ struct Module {
   bool is_root = false;          // named on the command line, not only imported
   std::map<std::string, const Decl*> symbols;  // patterns and lets
   std::map<std::string, Module*> imports;      // alias -> module
-  std::map<std::string, const Import*> import_decls;
   std::set<std::string> used_imports;
   std::set<const Decl*> used_symbols;
 };

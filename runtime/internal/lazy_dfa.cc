@@ -44,7 +44,6 @@ LazyDfa::State LazyDfa::Fill(State state, uint32_t cls) {
     // states beyond the bound.
     s = subset_.Clear(s);
     rows_ready_ = 0;
-    ++flushes_;
   }
   subset_.Expand(s, row_.data());
   InitNewRows();

@@ -57,8 +57,6 @@ class LazyDfa {
   Subset::Key KeyOf(State s) const { return subset_.KeyOf(Id(s)); }
   State FromKey(const Subset::Key& key);
 
-  std::size_t flushes() const { return flushes_; }
-  std::size_t cached_states() const { return subset_.num_states(); }
 
  private:
   uint32_t Id(State s) const {
@@ -77,7 +75,6 @@ class LazyDfa {
   std::unique_ptr<uint64_t[]> table_;  // max_states_ + k_ rows, allocated once
   std::size_t rows_ready_ = 0;         // rows initialised to unknown
   std::vector<uint32_t> row_;
-  std::size_t flushes_ = 0;
 };
 
 // The three lazy automata of one pattern group, and the lock their scans hold.
