@@ -32,6 +32,8 @@ namespace {
 using kt_grammar::KtpLexer;
 using kt_grammar::KtpParser;
 
+constexpr const char* kEscapeHelp = "valid escapes are \\n \\t \\r \\\\ \\\" \\0 and \\u{XXXX}";
+
 // Returns the byte offset of the first invalid UTF-8 sequence, or npos.
 std::size_t FindInvalidUtf8(std::string_view s) {
   std::size_t i = 0;
@@ -417,7 +419,7 @@ StringLit Parse::BuildString(antlr4::tree::TerminalNode* node) {
     uint32_t at = lit.span.begin + 1 + static_cast<uint32_t>(err);
     sink_->Report(DiagId::kInvalidEscape, path_, Span{at, std::min(at + 2, lit.span.end - 1)},
                   "invalid escape sequence in string literal",
-                  "valid escapes are \\n \\t \\r \\\\ \\\" \\0 and \\u{XXXX}");
+                  kEscapeHelp);
   }
   return lit;
 }
@@ -829,7 +831,7 @@ ExprPtr Parse::BuildPrimary(KtpParser::PrimaryContext* ctx, int depth) {
       uint32_t at = span.begin + 1 + static_cast<uint32_t>(err);
       sink_->Report(DiagId::kInvalidEscape, path_, Span{at, at + 2},
                     "invalid escape sequence in string literal",
-                    "valid escapes are \\n \\t \\r \\\\ \\\" \\0 and \\u{XXXX}");
+                    kEscapeHelp);
     }
     return e;
   }

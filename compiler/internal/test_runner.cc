@@ -306,19 +306,11 @@ Value Evaluator::Eval(const Expr& e, Env* env) {
       if (!v) return v;
       return Json(!Truthy(v));
     }
-    case ExprKind::kAnd: {
-      bool failed = false;
-      for (const ExprPtr& c : e.children) {
-        Value v = Eval(*c, env);
-        if (!v) {
-          failed = true;
-          continue;
-        }
-        if (!Truthy(v)) return Json(false);
-      }
-      return failed ? Value(std::nullopt) : Value(Json(true));
-    }
+    case ExprKind::kAnd:
     case ExprKind::kOr: {
+      // An operand equal to the decisive value (false for `and`, true for
+      // `or`) settles it; a failed conversion elsewhere fails the whole.
+      const bool decisive = e.kind == ExprKind::kOr;
       bool failed = false;
       for (const ExprPtr& c : e.children) {
         Value v = Eval(*c, env);
@@ -326,9 +318,9 @@ Value Evaluator::Eval(const Expr& e, Env* env) {
           failed = true;
           continue;
         }
-        if (Truthy(v)) return Json(true);
+        if (Truthy(v) == decisive) return Json(decisive);
       }
-      return failed ? Value(std::nullopt) : Value(Json(false));
+      return failed ? Value(std::nullopt) : Value(Json(!decisive));
     }
     case ExprKind::kQuant: {
       Value list = Eval(*e.children[0], env);
