@@ -24,6 +24,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "runtime/abi/automaton.h"
@@ -190,7 +191,11 @@ struct TestRun {
   int failed = 0;
 };
 TestRun RunPolicyTests(const std::vector<std::string>& files, const Options& options,
-                       SourceMap* sources);
+                       SourceMap* sources,
+                       const std::vector<std::pair<std::string, std::string>>& in_memory = {});
+// The same for one in-memory source (the fuzzer's entry point).
+TestRun RunPolicyTestsOnText(const std::string& path, std::string_view text,
+                             const Options& options, SourceMap* sources);
 
 // `kt policy eval`: the decision of a policy set for one stage on a body in
 // OpenAI format, as JSON. On policy errors `lint` says why; on a bad body,

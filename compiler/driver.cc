@@ -229,8 +229,11 @@ class Loader {
 
 // The files of one policy set, loaded with their imports.
 struct LoadedFiles {
-  LoadedFiles(const std::vector<std::string>& files, const Options& options, SourceMap* sources) {
+  // `in_memory` (path, text) pairs are served instead of the file system.
+  LoadedFiles(const std::vector<std::string>& files, const Options& options, SourceMap* sources,
+              const std::vector<std::pair<std::string, std::string>>& in_memory = {}) {
     Loader loader(options, sources, &sink, &program);
+    for (const auto& [path, text] : in_memory) loader.AddInMemory(path, text);
     for (const std::string& f : files) loader.Load(f, true, "", Span{});
   }
   internal::DiagnosticSink sink;
@@ -360,9 +363,15 @@ CheckedSet LoadAndCheck(const std::vector<std::string>& files, const Options& op
 
 }  // namespace internal
 
+TestRun RunPolicyTestsOnText(const std::string& path, std::string_view text,
+                             const Options& options, SourceMap* sources) {
+  return RunPolicyTests({path}, options, sources, {{path, std::string(text)}});
+}
+
 TestRun RunPolicyTests(const std::vector<std::string>& files, const Options& options,
-                       SourceMap* sources) {
-  LoadedFiles loaded(files, options, sources);
+                       SourceMap* sources,
+                       const std::vector<std::pair<std::string, std::string>>& in_memory) {
+  LoadedFiles loaded(files, options, sources, in_memory);
   internal::CheckResult checked = internal::CheckProgram(&loaded.program, options, &loaded.sink);
   TestRun run;
   if (loaded.sink.HasErrors()) {

@@ -1,5 +1,5 @@
 // libFuzzer target for the front end: lexer, parser, AST builder, checker,
-// renderers and formatter. Beyond "no crash", it asserts two properties:
+// renderers, formatter, and (for clean programs) the test interpreter. Beyond "no crash", it asserts two properties:
 // formatting is idempotent, and formatted output still parses.
 #include <cstddef>
 #include <cstdint>
@@ -16,6 +16,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   kt::LintResult lint = kt::LintText("/fuzz/input.ktp", text, options, &sources);
   (void)kt::RenderText(lint.diagnostics, sources, false);
   (void)kt::RenderJson(lint, sources);
+  if (lint.error_count == 0) {
+    // A clean program: run its tests through the interpreter too.
+    kt::SourceMap test_sources;
+    kt::TestRun run = kt::RunPolicyTestsOnText("/fuzz/input.ktp", text, options, &test_sources);
+    if (run.passed + run.failed != static_cast<int>(run.results.size())) std::abort();
+  }
   kt::FormatResult once = kt::Format("input.ktp", text, options);
   if (once.ok) {
     kt::FormatResult twice = kt::Format("input.ktp", once.text, options);
