@@ -122,6 +122,7 @@ class Parse {
   };
 
   void BuildOffsetTable();
+  std::size_t BomLength() const { return text_.rfind("\xEF\xBB\xBF", 0) == 0 ? 3 : 0; }
   Span TokenSpan(const antlr4::Token* t) const;
   Span CtxSpan(antlr4::ParserRuleContext* ctx) const;
   Span NodeSpan(antlr4::tree::TerminalNode* n) const { return TokenSpan(n->getSymbol()); }
@@ -178,7 +179,9 @@ class Parse {
 void Parse::BuildOffsetTable() {
   cp_to_byte_.clear();
   cp_to_byte_.reserve(text_.size() + 1);
-  for (std::size_t i = 0; i < text_.size(); ++i) {
+  // ANTLR is handed the text after a UTF-8 byte order mark (and would drop
+  // one itself), so its code point 0 is the byte after the mark.
+  for (std::size_t i = BomLength(); i < text_.size(); ++i) {
     if ((static_cast<unsigned char>(text_[i]) & 0xC0) != 0x80) {
       cp_to_byte_.push_back(static_cast<uint32_t>(i));
     }
@@ -908,7 +911,8 @@ std::unique_ptr<FileAst> Parse::Run() {
   }
   BuildOffsetTable();
 
-  antlr4::ANTLRInputStream input(text_.data(), text_.size());
+  // Spans stay offsets into the whole text, mark included.
+  antlr4::ANTLRInputStream input(text_.data() + BomLength(), text_.size() - BomLength());
   KtpLexer lexer(&input);
   lexer.removeErrorListeners();
   antlr4::CommonTokenStream tokens(&lexer);

@@ -74,6 +74,16 @@ TEST(Formatter, IdempotentAndKeepsCommentsOnEveryRepositoryFile) {
   }
 }
 
+// A UTF-8 byte order mark must not shift spans (string values, comments).
+TEST(Formatter, ByteOrderMarkIsHandled) {
+  std::string text = "\xEF\xBB\xBF// note\npolicy \"p\" {\n  on input\n  then block \"msg\"\n}\n";
+  FormatResult once = Format("bom.ktp", text, Options{});
+  ASSERT_TRUE(once.ok);
+  EXPECT_EQ(once.text, "// note\npolicy \"p\" {\n  on input\n  then block \"msg\"\n}\n");
+  FormatResult twice = Format("bom.ktp", once.text, Options{});
+  EXPECT_EQ(twice.text, once.text);
+}
+
 TEST(Formatter, RefusesFilesWithSyntaxErrors) {
   FormatResult r = Format("x.ktp", "policy \"a\" {\n  on input\n", Options{});
   EXPECT_FALSE(r.ok);
