@@ -21,6 +21,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <map>
+
+#include <nlohmann/json.hpp>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -223,6 +225,130 @@ class PolicyInterpreter {
   PolicyInterpreter();
   struct State;
   std::unique_ptr<State> state_;
+};
+
+// ------------------------------------------------------------------ engine
+//
+// The policy engine the gateway enforces with: a checked policy set, loaded
+// once and shared by every request. `PolicyEngine` is immutable and
+// thread-safe; an `OutputStream` is one streamed response's state (one
+// thread at a time). Evaluation failures are a distinct outcome
+// (`Decision::error`), never an allow: the caller applies its fail mode.
+
+// What one policy did on one stage.
+struct PolicyHit {
+  std::string policy;
+  std::string action;  // block | redact | flag
+  bool enforced = true;  // false: observe mode, recorded only
+  std::string code;
+  std::string message;
+};
+
+struct Decision {
+  std::string stage;   // input | tool_call | output
+  bool blocked = false;
+  int block = -1;      // index in `hits` of the enforced block
+  std::vector<PolicyHit> hits;
+  bool error = false;  // evaluation could not complete: see error_message
+  std::string error_message;
+  const PolicyHit* blocking() const { return block >= 0 ? &hits[block] : nullptr; }
+};
+
+// A `provider` declaration with its values resolved (env() read at load).
+struct ProviderConfig {
+  std::string name;
+  std::string kind;  // openai | anthropic | mock
+  std::string base_url;
+  std::vector<std::string> models;  // globs
+  std::string api_key;              // empty: forward the client's key
+  std::string auth_header;          // empty: Authorization: Bearer
+  int64_t chunk_size = 0;           // mock: bytes of content per stream chunk
+  double timeout_ms = 0;            // 0: the gateway's default
+  double latency_ms = 0;            // mock: delay before each chunk
+};
+
+// Request-scoped facts policies can read besides the body.
+struct EvalContext {
+  std::map<std::string, std::string> headers;  // lower-cased names
+  std::string api_key_id;                      // `api_key_id()`
+};
+
+class OutputStream;
+
+class PolicyEngine {
+ public:
+  // Null, with `*lint` holding the errors, when the files do not check.
+  static std::shared_ptr<const PolicyEngine> Load(const std::vector<std::string>& files,
+                                                  const Options& options, SourceMap* sources,
+                                                  LintResult* lint);
+  ~PolicyEngine();
+
+  // The input stage on a chat-completions request. Unless blocked,
+  // `*forward` is the request with enforced redactions applied.
+  Decision EvaluateInput(const nlohmann::json& request, const EvalContext& ctx,
+                         nlohmann::json* forward) const;
+  // The tool-call stage on one tool call (`arguments` as the API sends them:
+  // a JSON text).
+  Decision EvaluateToolCall(const nlohmann::json& request, const std::string& name,
+                            const std::string& arguments, const std::string& id, int index,
+                            const EvalContext& ctx) const;
+  // The output stage on a whole completion text; unless blocked, `*text` is
+  // rewritten with enforced redactions.
+  Decision EvaluateOutput(const nlohmann::json& request, std::string* text,
+                          const std::string& finish_reason, const EvalContext& ctx) const;
+
+  struct StreamOptions {
+    std::size_t max_hold = 64u << 10;      // bytes held back before a forced release
+    std::size_t max_output = 16u << 20;    // longest streamed text evaluated
+  };
+  std::unique_ptr<OutputStream> StartOutput(const nlohmann::json& request, const EvalContext& ctx,
+                                            const StreamOptions& options) const;
+
+  const std::vector<ProviderConfig>& providers() const;
+  std::size_t policy_count() const;
+  // A content hash of every loaded source: names the policy-set version.
+  const std::string& version() const;
+  bool has_stage(std::string_view stage) const;
+
+ private:
+  PolicyEngine();
+  friend class OutputStream;
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// A streamed output's evaluation. Bytes are released only up to the last
+// offset where no output pattern had a partial match in progress; monotone
+// blocks are judged on every released prefix; final-only blocks (and
+// redactions whose condition reads the output) make the stream hold
+// everything until Finish().
+class OutputStream {
+ public:
+  ~OutputStream();
+  // Appends the bytes now safe to send to `*release`. Returns false once the
+  // stream is blocked (or failed): see decision(); nothing more is released.
+  bool Feed(std::string_view chunk, std::string* release);
+  // Ends the text: judges every rule on the whole of it, releases the rest.
+  bool Finish(std::string* release);
+  // After Finish (or a block): the stage's decision on the whole text.
+  const Decision& decision() const { return decision_; }
+  std::size_t held() const { return raw_.size() - released_; }
+  bool capped() const { return capped_; }        // the hold cap forced a release
+  std::size_t max_held() const { return max_held_; }
+
+ private:
+  friend class PolicyEngine;
+  OutputStream() = default;
+  bool Advance(std::size_t upto, std::string* release);
+  struct State;
+  std::shared_ptr<const PolicyEngine::Impl> engine_;
+  std::unique_ptr<State> state_;
+  std::string raw_;
+  std::size_t released_ = 0;  // raw bytes released so far
+  std::size_t max_held_ = 0;
+  bool capped_ = false;
+  bool done_ = false;
+  Decision decision_;
 };
 
 // Checks one in-memory source as a policy set of its own. Imports resolve

@@ -358,6 +358,14 @@ CheckedSet LoadAndCheck(const std::vector<std::string>& files, const Options& op
   set.program = &set.storage->loaded.program;
   set.checked = CheckProgram(&set.storage->loaded.program, options, &set.storage->loaded.sink);
   set.error_count = set.storage->loaded.sink.error_count();
+  set.lint.files = files;
+  set.lint.policies = set.checked.policies;
+  set.lint.diagnostics = set.storage->loaded.sink.diagnostics();
+  SortAndCap(&set.lint.diagnostics, options.max_errors, &set.lint.suppressed_count);
+  for (const Diagnostic& d : set.lint.diagnostics) {
+    if (d.severity == Severity::kError) ++set.lint.error_count;
+    if (d.severity == Severity::kWarning) ++set.lint.warning_count;
+  }
   return set;
 }
 

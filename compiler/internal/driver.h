@@ -18,6 +18,7 @@ struct CheckedSet {
   const Program* program = nullptr;
   CheckResult checked;
   int error_count = 0;
+  LintResult lint;  // the diagnostics, sorted and capped as lint reports them
 };
 
 CheckedSet LoadAndCheck(const std::vector<std::string>& files, const Options& options,

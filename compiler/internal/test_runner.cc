@@ -15,6 +15,7 @@
 // null and missing required ones as their type's zero.
 #include <algorithm>
 #include <optional>
+#include <mutex>
 #include <set>
 
 #include <nlohmann/json.hpp>
@@ -26,94 +27,45 @@
 #include "runtime/runtime.h"
 
 namespace kt::internal {
-namespace {
 
-using Json = nlohmann::json;
-using Value = std::optional<Json>;  // nullopt: a failed conversion
-
-struct Hit {
-  const PolicyDecl* policy;
-  std::string action;  // block | flag | redact
-  bool enforced;
-  std::string code;
-};
-
-struct StageInput {
-  const Module* scope = nullptr;  // the test's file: its policies and its imports' apply
-  std::string stage;  // input | tool_call | output
-  Json request = Json::object();
-  Json tool = Json::object();
-  Json output = Json::object();
-  std::map<std::string, std::string> headers;  // lower-cased names
-};
-
-// The default matcher: kt's automata, one compiled set per tree list.
-class KtMatcher : public PatternMatcher {
- public:
-  explicit KtMatcher(const Options& options) : options_(options) {}
-  std::vector<PatternMatch> AllMatches(const std::vector<const RegexNode*>& trees,
-                                       std::string_view text) override {
-    auto& slot = sets_[trees];
-    if (slot == nullptr) {
-      AutomataLimits limits;
-      limits.dfa_memory_budget = options_.dfa_memory_budget;
-      AutomataResult built = BuildAutomata(trees, limits);
-      if (!built.ok) return {};
-      built.tables.lazy_cache_bytes = options_.dfa_memory_budget;
-      slot = std::make_unique<PatternSet>(std::move(built.tables));
+// The default matcher: kt's automata, one compiled set per tree list,
+// compiled on first use and shared. Thread-safe: a compiled PatternSet is
+// immutable, and the cache is read under a shared lock (compilation, once
+// per distinct tree list, takes the exclusive one).
+const PatternSet& KtMatcher::Set(const std::vector<const RegexNode*>& trees) {
+  const PatternSet* set = nullptr;
+  {
+    std::shared_lock lock(mu_);
+    auto it = sets_.find(trees);
+    if (it != sets_.end()) set = it->second.get();
+  }
+  if (set == nullptr) {
+    AutomataLimits limits;
+    limits.dfa_memory_budget = options_.dfa_memory_budget;
+    AutomataResult built = BuildAutomata(trees, limits);
+    if (!built.ok) {
+      // The checker compiled every pattern already; failing here means a
+      // set too large for its budget, which must not read as "no match".
+      throw EvaluationError("a pattern set could not be compiled: " + built.error);
     }
-    return slot->AllMatches(text);
+    built.tables.lazy_cache_bytes = options_.dfa_memory_budget;
+    auto fresh = std::make_unique<PatternSet>(std::move(built.tables));
+    std::unique_lock lock(mu_);
+    auto& slot = sets_[trees];
+    if (slot == nullptr) slot = std::move(fresh);
+    set = slot.get();
   }
+  return *set;
+}
 
- private:
-  const Options& options_;
-  std::map<std::vector<const RegexNode*>, std::unique_ptr<PatternSet>> sets_;
-};
-
-class Evaluator {
- public:
-  Evaluator(const Program& program, const Resolution& resolution, const Options& options,
-            PatternMatcher* matcher = nullptr)
-      : program_(program), res_(resolution), kt_matcher_(options),
-        matcher_(matcher != nullptr ? matcher : &kt_matcher_) {}
-
-  // The decision for one stage: hits in order, and the redacted texts.
-  struct Outcome {
-    std::vector<Hit> hits;
-    bool blocked = false;
-    const Hit* block = nullptr;
-    Json request;
-    Json output;
-  };
-  Outcome Evaluate(const StageInput& in);
-
-  Json Literal(const Expr& e) const;
-
- private:
-  struct Env {
-    const StageInput* in;
-    std::vector<std::pair<std::string, Json>> vars;
-  };
-  Value Eval(const Expr& e, Env* env);
-  Value Field(const Expr& e, Env* env);
-  bool Truthy(const Value& v) const { return v && v->is_boolean() && v->get<bool>(); }
-  const std::vector<const RegexNode*>* TreesFor(const Expr& pattern) const {
-    auto it = res_.pattern_trees.find(&pattern);
-    return it == res_.pattern_trees.end() ? nullptr : &it->second;
-  }
-  Json ZeroFor(const Expr& e) const;
-  std::vector<const PolicyDecl*> PoliciesOn(const std::string& stage, const Module* scope) const;
-
-  const Program& program_;
-  const Resolution& res_;
-  KtMatcher kt_matcher_;
-  PatternMatcher* matcher_;
-};
+namespace {
 
 std::string Lower(std::string s) {
   for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   return s;
 }
+
+}  // namespace
 
 Json Evaluator::Literal(const Expr& e) const {
   switch (e.kind) {
@@ -353,7 +305,7 @@ Value Evaluator::Eval(const Expr& e, Env* env) {
         return Json(static_cast<int64_t>(
             matcher_->AllMatches(*trees, t->is_string() ? t->get<std::string>() : "").size()));
       }
-      if (e.text == "api_key_id") return Json("");
+      if (e.text == "api_key_id") return Json(env->in->api_key_id);
       std::vector<Json> args;
       for (const ExprPtr& c : e.children) {
         Value v = Eval(*c, env);
@@ -416,6 +368,15 @@ std::vector<const PolicyDecl*> Evaluator::PoliciesOn(const std::string& stage,
   return out;
 }
 
+bool Evaluator::Holds(const PolicyDecl& policy, const StageInput& in) {
+  for (const PolicyClause& c : policy.clauses) {
+    if (c.kind != ClauseKind::kWhen) continue;
+    Env env{&in, {}};
+    return Truthy(Eval(*c.condition, &env));
+  }
+  return true;
+}
+
 Evaluator::Outcome Evaluator::Evaluate(const StageInput& in) {
   Outcome out;
   out.request = in.request;
@@ -433,6 +394,7 @@ Evaluator::Outcome Evaluator::Evaluate(const StageInput& in) {
     return texts;
   };
   for (const PolicyDecl* p : PoliciesOn(in.stage, in.scope)) {
+    if (in.only != nullptr && !in.only->count(p)) continue;
     const PolicyClause* when = nullptr;
     const PolicyClause* then = nullptr;
     std::string mode = "enforce";
@@ -446,7 +408,7 @@ Evaluator::Outcome Evaluator::Evaluate(const StageInput& in) {
     if (!holds) continue;
     const Action& a = then->action;
     Hit hit{p, a.kind == ActionKind::kBlock ? "block" : a.kind == ActionKind::kFlag ? "flag" : "redact",
-            mode == "enforce", a.code.value};
+            mode == "enforce", a.code.value, a.message.value};
     if (a.kind == ActionKind::kRedact) {
       bool matched = false;
       for (const RedactItem& item : a.items) {
@@ -506,8 +468,6 @@ Evaluator::Outcome Evaluator::Evaluate(const StageInput& in) {
   }
   return out;
 }
-
-}  // namespace
 
 struct RequestEvaluator::Impl {
   Impl(const Program& program, const Resolution& resolution, const Options& options)

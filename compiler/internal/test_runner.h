@@ -3,7 +3,16 @@
 #define KT_COMPILER_INTERNAL_TEST_RUNNER_H_
 
 #include "compiler/compiler.h"
+#include <map>
 #include <memory>
+#include <optional>
+#include <set>
+#include <shared_mutex>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "compiler/internal/checker.h"
 #include "runtime/runtime.h"
@@ -19,6 +28,101 @@ class PatternMatcher {
   // `pattern` is the index of the tree that matched.
   virtual std::vector<PatternMatch> AllMatches(const std::vector<const RegexNode*>& trees,
                                                std::string_view text) = 0;
+};
+
+using Json = nlohmann::json;
+using Value = std::optional<Json>;  // nullopt: a failed conversion
+
+// Evaluation could not be completed (a pattern set over its budget): the
+// caller decides, and the gateway fails closed.
+class EvaluationError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// kt's automata as a PatternMatcher. Thread-safe (see test_runner.cc).
+class KtMatcher : public PatternMatcher {
+ public:
+  explicit KtMatcher(const Options& options) : options_(options) {}
+  std::vector<PatternMatch> AllMatches(const std::vector<const RegexNode*>& trees,
+                                       std::string_view text) override {
+    return Set(trees).AllMatches(text);
+  }
+  // The compiled set of `trees` (compiled now if it is the first use).
+  const PatternSet& Set(const std::vector<const RegexNode*>& trees);
+
+ private:
+  const Options options_;
+  std::shared_mutex mu_;
+  std::map<std::vector<const RegexNode*>, std::unique_ptr<PatternSet>> sets_;
+};
+
+struct Hit {
+  const PolicyDecl* policy;
+  std::string action;  // block | flag | redact
+  bool enforced;
+  std::string code;
+  std::string message;
+};
+
+struct StageInput {
+  const Module* scope = nullptr;  // the test's file: its policies and its imports' apply
+  std::string stage;  // input | tool_call | output
+  Json request = Json::object();
+  Json tool = Json::object();
+  Json output = Json::object();
+  std::map<std::string, std::string> headers;  // lower-cased names
+  std::string api_key_id;                      // what `api_key_id()` returns
+  // When set, only these policies run (the stream evaluator's mid-stream
+  // pass runs the monotone blocks alone).
+  const std::set<const PolicyDecl*>* only = nullptr;
+};
+
+// The interpreter. `Evaluate` is safe to call from many threads at once when
+// the matcher is (KtMatcher is): all per-call state lives on the stack.
+class Evaluator {
+ public:
+  Evaluator(const Program& program, const Resolution& resolution, const Options& options,
+            PatternMatcher* matcher = nullptr)
+      : program_(program), res_(resolution),
+        own_matcher_(matcher == nullptr ? std::make_unique<KtMatcher>(options) : nullptr),
+        matcher_(matcher != nullptr ? matcher : own_matcher_.get()) {}
+
+  // The decision for one stage: hits in order, and the redacted texts.
+  struct Outcome {
+    std::vector<Hit> hits;
+    bool blocked = false;
+    const Hit* block = nullptr;
+    Json request;
+    Json output;
+  };
+  Outcome Evaluate(const StageInput& in);
+  // Whether the policy's `when` holds (true without one).
+  bool Holds(const PolicyDecl& policy, const StageInput& in);
+  // The stage's policies in evaluation order (all loaded files when
+  // `scope` is null).
+  std::vector<const PolicyDecl*> PoliciesOn(const std::string& stage, const Module* scope) const;
+
+  Json Literal(const Expr& e) const;
+
+ private:
+  struct Env {
+    const StageInput* in;
+    std::vector<std::pair<std::string, Json>> vars;
+  };
+  Value Eval(const Expr& e, Env* env);
+  Value Field(const Expr& e, Env* env);
+  bool Truthy(const Value& v) const { return v && v->is_boolean() && v->get<bool>(); }
+  const std::vector<const RegexNode*>* TreesFor(const Expr& pattern) const {
+    auto it = res_.pattern_trees.find(&pattern);
+    return it == res_.pattern_trees.end() ? nullptr : &it->second;
+  }
+  Json ZeroFor(const Expr& e) const;
+
+  const Program& program_;
+  const Resolution& res_;
+  std::unique_ptr<KtMatcher> own_matcher_;
+  PatternMatcher* matcher_;
 };
 
 // Runs every `test` block of the program's root files. The program must have

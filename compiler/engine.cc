@@ -1,0 +1,500 @@
+// The policy engine: a checked policy set the gateway evaluates requests,
+// tool calls and (streamed) outputs with.
+//
+// Evaluation runs on the checked AST through the interpreter of
+// internal/test_runner.cc (the same code `kt policy test` runs, so a policy
+// behaves in the gateway exactly as in its tests). Pattern sets are compiled
+// when the engine loads, not on the first request, and shared by all
+// threads.
+//
+// Streams. The output stage of a streamed response is evaluated
+// incrementally: every pattern any output rule uses is merged into one
+// "hold" set whose streaming scanner says where no pattern has a partial
+// match in progress. Bytes are released only up to that point, so a match
+// (an email to redact, a phrase that blocks) is never split across a release.
+// Before each release, the monotone enforced blocks are judged on the
+// released prefix: a monotone condition that holds on a prefix holds on the
+// whole text, so a block found later can never concern a released byte. Rules
+// that can only be judged on the whole text (final-only blocks, redactions
+// whose condition reads the output) make the stream hold everything until
+// Finish(), which is the only way to keep their promise.
+#include <algorithm>
+#include <cstdlib>
+#include <set>
+
+#include <nlohmann/json.hpp>
+
+#include "compiler/compiler.h"
+#include "compiler/internal/driver.h"
+#include "compiler/internal/test_runner.h"
+#include "runtime/runtime.h"
+
+namespace kt {
+
+using internal::Json;
+
+namespace {
+
+// Message content may be a string or a list of parts; policies see text.
+std::string TextOf(const Json& content) {
+  if (content.is_string()) return content.get<std::string>();
+  std::string out;
+  if (content.is_array()) {
+    for (const Json& part : content) {
+      if (part.is_object() && part.value("type", "") == "text" && part.contains("text") &&
+          part["text"].is_string()) {
+        if (!out.empty()) out += "\n";
+        out += part["text"].get<std::string>();
+      }
+    }
+  }
+  return out;
+}
+
+// The request as policies see it: message contents as text.
+Json PolicyView(const Json& request) {
+  Json view = Json::object();
+  if (request.contains("model") && request["model"].is_string()) view["model"] = request["model"];
+  Json messages = Json::array();
+  if (request.contains("messages") && request["messages"].is_array()) {
+    for (const Json& m : request["messages"]) {
+      if (!m.is_object()) continue;
+      Json v = Json::object();
+      v["role"] = m.contains("role") && m["role"].is_string() ? m["role"] : Json("");
+      v["content"] = m.contains("content") ? TextOf(m["content"]) : "";
+      if (m.contains("name") && m["name"].is_string()) v["name"] = m["name"];
+      messages.push_back(std::move(v));
+    }
+  }
+  view["messages"] = std::move(messages);
+  for (const char* key : {"temperature", "max_tokens", "stream", "user"}) {
+    if (request.contains(key)) view[key] = request[key];
+  }
+  if (request.contains("tools") && request["tools"].is_array()) view["tools"] = request["tools"];
+  return view;
+}
+
+// Seconds, minutes… as the checker accepts them in provider durations.
+double DurationMs(const std::string& text) {
+  std::size_t i = 0;
+  while (i < text.size() && (std::isdigit(static_cast<unsigned char>(text[i])) || text[i] == '.')) ++i;
+  double n = std::atof(text.substr(0, i).c_str());
+  std::string unit = text.substr(i);
+  if (unit == "ms") return n;
+  if (unit == "s") return n * 1000;
+  if (unit == "m" || unit == "min") return n * 60000;
+  if (unit == "h") return n * 3600000;
+  return n;
+}
+
+std::string StringValue(const internal::Expr& e) {
+  if (e.kind == internal::ExprKind::kCall && e.text == "env" && !e.children.empty()) {
+    const char* v = std::getenv(e.children[0]->text.c_str());
+    return v == nullptr ? "" : v;
+  }
+  return e.text;
+}
+
+bool ReadsOutput(const internal::Expr& e) {
+  if (e.kind == internal::ExprKind::kName && e.text == "output") return true;
+  for (const internal::ExprPtr& c : e.children) {
+    if (c != nullptr && ReadsOutput(*c)) return true;
+  }
+  return false;
+}
+
+Decision ToDecision(const std::string& stage, const internal::Evaluator::Outcome& out) {
+  Decision d;
+  d.stage = stage;
+  for (const internal::Hit& h : out.hits) {
+    d.hits.push_back(PolicyHit{h.policy->name.value, h.action, h.enforced, h.code, h.message});
+    if (&h == out.block) d.block = static_cast<int>(d.hits.size()) - 1;
+  }
+  d.blocked = out.blocked;
+  return d;
+}
+
+Decision ErrorDecision(const std::string& stage, const std::string& why) {
+  Decision d;
+  d.stage = stage;
+  d.error = true;
+  d.error_message = why;
+  return d;
+}
+
+}  // namespace
+
+struct PolicyEngine::Impl {
+  Options options;
+  internal::CheckedSet set;
+  std::unique_ptr<internal::KtMatcher> matcher;
+  std::unique_ptr<internal::Evaluator> evaluator;
+  std::vector<ProviderConfig> providers;
+  std::string version;
+  std::size_t policy_count = 0;
+  std::set<std::string> stages;
+
+  // The output stage, analysed for streaming.
+  std::vector<const internal::PolicyDecl*> output_policies;
+  std::set<const internal::PolicyDecl*> monotone_blocks;  // enforced
+  // Enforced redactions whose condition does not read the output: their
+  // patterns (one entry per tree) and replacements, in declaration order.
+  struct StreamRedaction {
+    const internal::PolicyDecl* policy;
+    std::vector<const internal::RegexNode*> trees;
+    std::vector<std::string> replacements;
+  };
+  std::vector<StreamRedaction> stream_redactions;
+  bool hold_all = false;
+  std::vector<const internal::RegexNode*> hold_trees;  // every output pattern
+  const PatternSet* hold_set = nullptr;
+
+  internal::StageInput Input(const std::string& stage, const Json& request,
+                             const EvalContext& ctx) const {
+    internal::StageInput in;
+    in.stage = stage;
+    in.request = PolicyView(request);
+    in.headers = ctx.headers;
+    in.api_key_id = ctx.api_key_id;
+    return in;
+  }
+
+  // Runs a stage; an evaluation failure is a decision of its own.
+  bool Run(const internal::StageInput& in, internal::Evaluator::Outcome* out, Decision* d) const {
+    try {
+      *out = evaluator->Evaluate(in);
+    } catch (const internal::EvaluationError& e) {
+      *d = ErrorDecision(in.stage, e.what());
+      return false;
+    } catch (const nlohmann::json::exception& e) {
+      *d = ErrorDecision(in.stage, std::string("evaluation failed: ") + e.what());
+      return false;
+    }
+    *d = ToDecision(in.stage, *out);
+    return true;
+  }
+};
+
+PolicyEngine::PolicyEngine() = default;
+PolicyEngine::~PolicyEngine() = default;
+
+std::shared_ptr<const PolicyEngine> PolicyEngine::Load(const std::vector<std::string>& files,
+                                                       const Options& options, SourceMap* sources,
+                                                       LintResult* lint) {
+  std::shared_ptr<PolicyEngine> engine(new PolicyEngine());
+  engine->impl_ = std::make_unique<Impl>();
+  Impl& im = *engine->impl_;
+  im.options = options;
+  im.set = internal::LoadAndCheck(files, options, sources);
+  *lint = im.set.lint;
+  if (im.set.error_count > 0 || im.set.checked.resolution == nullptr) return nullptr;
+  const internal::Resolution& res = *im.set.checked.resolution;
+  im.matcher = std::make_unique<internal::KtMatcher>(im.options);
+  im.evaluator = std::make_unique<internal::Evaluator>(*im.set.program, res, im.options,
+                                                       im.matcher.get());
+
+  // Version: FNV-1a over every loaded source, in load order.
+  uint64_t h = 1469598103934665603ull;
+  auto mix = [&h](std::string_view s) {
+    for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
+    h = (h ^ 0xff) * 1099511628211ull;
+  };
+  for (const auto& m : im.set.program->modules) {
+    mix(m->path);
+    if (const SourceMap::File* f = sources->Find(m->path)) mix(f->text);
+  }
+  char hex[17];
+  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(h));
+  im.version = hex;
+
+  std::map<std::string, std::string> output_class;
+  for (const PolicySummary& p : im.set.checked.policies) output_class[p.name] = p.output_class;
+  for (const auto& m : im.set.program->modules) {
+    if (m->ast == nullptr) continue;
+    for (const internal::Decl& d : m->ast->decls) {
+      if (d.kind == internal::DeclKind::kPolicy) ++im.policy_count;
+      if (d.kind != internal::DeclKind::kProvider) continue;
+      ProviderConfig p;
+      p.name = d.provider->name.text;
+      for (const internal::ProviderField& f : d.provider->fields) {
+        const internal::Expr& v = *f.value;
+        const std::string& n = f.name.text;
+        if (n == "kind") p.kind = v.text;
+        if (n == "base_url") p.base_url = StringValue(v);
+        if (n == "api_key") p.api_key = StringValue(v);
+        if (n == "auth_header") p.auth_header = StringValue(v);
+        if (n == "chunk_size") p.chunk_size = v.int_value;
+        if (n == "timeout") p.timeout_ms = DurationMs(v.text);
+        if (n == "latency") p.latency_ms = DurationMs(v.text);
+        if (n == "models") {
+          for (const internal::ExprPtr& item : v.children) p.models.push_back(StringValue(*item));
+        }
+      }
+      im.providers.push_back(std::move(p));
+    }
+  }
+  for (const char* stage : {"input", "tool_call", "output"}) {
+    if (!im.evaluator->PoliciesOn(stage, nullptr).empty()) im.stages.insert(stage);
+  }
+
+  // The output stage, for streams.
+  im.output_policies = im.evaluator->PoliciesOn("output", nullptr);
+  std::set<const internal::RegexNode*> seen_trees;
+  std::function<void(const internal::Expr&)> collect = [&](const internal::Expr& e) {
+    auto it = res.pattern_trees.find(&e);
+    if (it != res.pattern_trees.end()) {
+      for (const internal::RegexNode* t : it->second) {
+        if (seen_trees.insert(t).second) im.hold_trees.push_back(t);
+      }
+    }
+    for (const internal::ExprPtr& c : e.children) {
+      if (c != nullptr) collect(*c);
+    }
+  };
+  for (const internal::PolicyDecl* p : im.output_policies) {
+    const internal::PolicyClause* when = nullptr;
+    const internal::PolicyClause* then = nullptr;
+    bool enforced = true;
+    for (const internal::PolicyClause& c : p->clauses) {
+      if (c.kind == internal::ClauseKind::kWhen) when = &c;
+      if (c.kind == internal::ClauseKind::kThen) then = &c;
+      if (c.kind == internal::ClauseKind::kMode) enforced = c.names[0].text == "enforce";
+    }
+    if (when != nullptr) collect(*when->condition);
+    if (then == nullptr || !enforced) continue;
+    const internal::Action& a = then->action;
+    if (a.kind == internal::ActionKind::kBlock) {
+      if (output_class[p->name.value] == "monotone") {
+        im.monotone_blocks.insert(p);
+      } else {
+        im.hold_all = true;
+      }
+    } else if (a.kind == internal::ActionKind::kRedact) {
+      if (when != nullptr && ReadsOutput(*when->condition)) im.hold_all = true;
+      Impl::StreamRedaction r{p, {}, {}};
+      for (const internal::RedactItem& item : a.items) {
+        collect(*item.pattern);
+        auto it = res.pattern_trees.find(item.pattern.get());
+        if (it == res.pattern_trees.end()) continue;
+        for (const internal::RegexNode* t : it->second) {
+          r.trees.push_back(t);
+          r.replacements.push_back(item.replacement.value);
+        }
+      }
+      im.stream_redactions.push_back(std::move(r));
+    }
+  }
+  // Compile every pattern set now: the first request must not pay for it,
+  // and a set that cannot be built must fail the load, not a request.
+  try {
+    for (const auto& [expr, trees] : res.pattern_trees) im.matcher->Set(trees);
+    if (!im.hold_trees.empty()) im.hold_set = &im.matcher->Set(im.hold_trees);
+  } catch (const internal::EvaluationError& e) {
+    Diagnostic d;
+    d.severity = Severity::kError;
+    d.code = "E0405";
+    d.message = e.what();
+    lint->diagnostics.push_back(d);
+    ++lint->error_count;
+    return nullptr;
+  }
+  return engine;
+}
+
+Decision PolicyEngine::EvaluateInput(const Json& request, const EvalContext& ctx,
+                                     Json* forward) const {
+  const Impl& im = *impl_;
+  internal::StageInput in = im.Input("input", request, ctx);
+  internal::Evaluator::Outcome out;
+  Decision d;
+  if (!im.Run(in, &out, &d)) return d;
+  if (forward == nullptr || d.blocked) return d;
+  *forward = request;
+  // Rewrite only the messages a redaction changed, keeping their shape:
+  // a list of parts keeps its non-text parts.
+  const Json& before = in.request["messages"];
+  const Json& after = out.request["messages"];
+  for (std::size_t i = 0; i < before.size() && i < after.size(); ++i) {
+    if (before[i]["content"] == after[i]["content"]) continue;
+    Json& m = (*forward)["messages"][i];
+    if (m["content"].is_array()) {
+      Json parts = Json::array({{{"type", "text"}, {"text", after[i]["content"]}}});
+      for (const Json& part : m["content"]) {
+        if (!(part.is_object() && part.value("type", "") == "text")) parts.push_back(part);
+      }
+      m["content"] = std::move(parts);
+    } else {
+      m["content"] = after[i]["content"];
+    }
+  }
+  return d;
+}
+
+Decision PolicyEngine::EvaluateToolCall(const Json& request, const std::string& name,
+                                        const std::string& arguments, const std::string& id,
+                                        int index, const EvalContext& ctx) const {
+  const Impl& im = *impl_;
+  internal::StageInput in = im.Input("tool_call", request, ctx);
+  // Arguments that are not JSON are null to policies: a policy that needs a
+  // field then sees none (and an allowlist on names still applies).
+  Json args = Json::parse(arguments.empty() ? "{}" : arguments, nullptr, false);
+  if (args.is_discarded()) args = nullptr;
+  in.tool = {{"name", name}, {"args", args}, {"id", id}, {"index", index}};
+  internal::Evaluator::Outcome out;
+  Decision d;
+  im.Run(in, &out, &d);
+  return d;
+}
+
+Decision PolicyEngine::EvaluateOutput(const Json& request, std::string* text,
+                                      const std::string& finish_reason,
+                                      const EvalContext& ctx) const {
+  const Impl& im = *impl_;
+  internal::StageInput in = im.Input("output", request, ctx);
+  in.output = {{"text", *text},
+               {"finish_reason", finish_reason.empty() ? Json(nullptr) : Json(finish_reason)},
+               {"model", request.value("model", "")}};
+  internal::Evaluator::Outcome out;
+  Decision d;
+  if (!im.Run(in, &out, &d)) return d;
+  if (!d.blocked) *text = out.output.value("text", *text);
+  return d;
+}
+
+const std::vector<ProviderConfig>& PolicyEngine::providers() const { return impl_->providers; }
+std::size_t PolicyEngine::policy_count() const { return impl_->policy_count; }
+const std::string& PolicyEngine::version() const { return impl_->version; }
+bool PolicyEngine::has_stage(std::string_view stage) const {
+  return impl_->stages.count(std::string(stage)) > 0;
+}
+
+// ------------------------------------------------------------------ streams
+
+struct OutputStream::State {
+  const PolicyEngine* engine = nullptr;
+  std::shared_ptr<const PolicyEngine> keep;  // the engine outlives its streams
+  internal::StageInput in;
+  PolicyEngine::StreamOptions options;
+  std::unique_ptr<StreamScanner> scanner;
+  std::vector<StreamScanner::MatchEnd> ends;  // scratch
+  const PatternSet* redact_set = nullptr;     // the redactions that apply
+  std::vector<std::string> replacements;
+};
+
+std::unique_ptr<OutputStream> PolicyEngine::StartOutput(const Json& request, const EvalContext& ctx,
+                                                        const StreamOptions& options) const {
+  const Impl& im = *impl_;
+  std::unique_ptr<OutputStream> s(new OutputStream());
+  s->state_ = std::make_unique<OutputStream::State>();
+  OutputStream::State& st = *s->state_;
+  st.engine = this;
+  st.in = im.Input("output", request, ctx);
+  st.in.output = {{"text", ""}, {"finish_reason", nullptr}, {"model", request.value("model", "")}};
+  st.options = options;
+  if (im.hold_set != nullptr) st.scanner = std::make_unique<StreamScanner>(im.hold_set);
+  // Which redactions apply is fixed by the request (their conditions do not
+  // read the output; those that do make the stream hold everything).
+  std::vector<const internal::RegexNode*> trees;
+  try {
+    for (const Impl::StreamRedaction& r : im.stream_redactions) {
+      if (!im.evaluator->Holds(*r.policy, st.in)) continue;
+      trees.insert(trees.end(), r.trees.begin(), r.trees.end());
+      st.replacements.insert(st.replacements.end(), r.replacements.begin(), r.replacements.end());
+    }
+    if (!trees.empty()) st.redact_set = &im.matcher->Set(trees);
+  } catch (const std::exception& e) {
+    s->decision_ = ErrorDecision("output", e.what());
+    s->done_ = true;
+  }
+  return s;
+}
+
+OutputStream::~OutputStream() = default;
+
+// Releases raw bytes [released_, upto) after judging the monotone blocks on
+// the prefix that ends at `upto`.
+bool OutputStream::Advance(std::size_t upto, std::string* release) {
+  State& st = *state_;
+  const PolicyEngine::Impl& im = *st.engine->impl_;
+  if (upto <= released_) return true;
+  if (!im.monotone_blocks.empty()) {
+    internal::StageInput in = st.in;
+    in.output["text"] = raw_.substr(0, upto);
+    in.only = &im.monotone_blocks;
+    internal::Evaluator::Outcome out;
+    Decision d;
+    if (!im.Run(in, &out, &d) || d.blocked) {
+      decision_ = std::move(d);
+      done_ = true;
+      return false;
+    }
+  }
+  std::string_view region(raw_.data() + released_, upto - released_);
+  if (st.redact_set == nullptr) {
+    release->append(region);
+  } else {
+    int prev = released_ == 0 ? -1 : static_cast<unsigned char>(raw_[released_ - 1]);
+    std::size_t pos = 0;
+    for (const PatternMatch& m : st.redact_set->AllMatches(region, prev)) {
+      release->append(region.substr(pos, m.start - pos));
+      release->append(st.replacements[m.pattern]);
+      pos = m.end;
+    }
+    release->append(region.substr(pos));
+  }
+  released_ = upto;
+  return true;
+}
+
+bool OutputStream::Feed(std::string_view chunk, std::string* release) {
+  if (done_) return false;
+  State& st = *state_;
+  if (raw_.size() + chunk.size() > st.options.max_output) {
+    decision_ = ErrorDecision("output", "the streamed output exceeds " +
+                                            std::to_string(st.options.max_output) +
+                                            " bytes, the most the stream evaluator holds");
+    done_ = true;
+    return false;
+  }
+  raw_.append(chunk);
+  const PolicyEngine::Impl& im = *st.engine->impl_;
+  if (im.hold_all) {
+    max_held_ = std::max(max_held_, held());
+    return true;  // judged as a whole at Finish()
+  }
+  std::size_t safe = raw_.size();
+  if (st.scanner != nullptr) {
+    st.ends.clear();
+    st.scanner->Feed(chunk, &st.ends);
+    safe = st.scanner->last_quiescent();
+  }
+  max_held_ = std::max(max_held_, raw_.size() - std::max(safe, released_));
+  if (raw_.size() - std::max(safe, released_) > st.options.max_hold) {
+    // A partial match longer than the cap: release what is known, and say so.
+    capped_ = true;
+    safe = raw_.size();
+  }
+  return Advance(safe, release);
+}
+
+bool OutputStream::Finish(std::string* release) {
+  if (done_) return false;
+  done_ = true;
+  State& st = *state_;
+  const PolicyEngine::Impl& im = *st.engine->impl_;
+  // The whole text, every rule: the stage's decision (flags and observe-mode
+  // hits included), and the last word on blocks.
+  internal::StageInput in = st.in;
+  in.output["text"] = raw_;
+  internal::Evaluator::Outcome out;
+  if (!im.Run(in, &out, &decision_) || decision_.blocked) return false;
+  if (im.hold_all) {
+    // Everything was held: the whole-text result is exact.
+    release->append(out.output.value("text", raw_));
+    released_ = raw_.size();
+    return true;
+  }
+  return Advance(raw_.size(), release);
+}
+
+}  // namespace kt
