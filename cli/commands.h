@@ -17,6 +17,7 @@ struct CommonOptions {
 
 void AddPolicyCommands(CLI::App* app, CommonOptions* common, int* exit_code);
 void AddPatternCommands(CLI::App* app, CommonOptions* common, int* exit_code);
+void AddGatewayCommands(CLI::App* app, CommonOptions* common, int* exit_code);
 
 // Resolves the stdlib search path: --stdlib, $KT_STDLIB, next to the binary,
 // then the source tree the binary was built from.

@@ -11,6 +11,7 @@ int main(int argc, char** argv) {
   int exit_code = 0;
   kt::cli::AddPolicyCommands(&app, &common, &exit_code);
   kt::cli::AddPatternCommands(&app, &common, &exit_code);
+  kt::cli::AddGatewayCommands(&app, &common, &exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,0 +1,62 @@
+// `kt gateway run`: the gateway's command line.
+#include <cstdlib>
+#include <string>
+
+#include "cli/commands.h"
+#include "gateway/gateway.h"
+
+namespace kt::cli {
+
+void AddGatewayCommands(CLI::App* app, CommonOptions* common, int* exit_code) {
+  CLI::App* gateway = app->add_subcommand("gateway", "the OpenAI-compatible policy gateway");
+  gateway->require_subcommand(1);
+  CLI::App* run = gateway->add_subcommand("run", "serve /v1/chat/completions, enforcing policies");
+  auto options = std::make_shared<gateway::Options>();
+  auto fail_mode = std::make_shared<std::string>("block");
+  run->add_option("--listen", options->listen, "HOST:PORT to listen on")->capture_default_str();
+  run->add_option("--policy", options->policy_paths, "a .ktp file or a directory (repeatable)")
+      ->required();
+  run->add_option("--upstream", options->upstream,
+                  "send every model to this OpenAI-compatible base URL (ahead of providers)");
+  run->add_option("--upstream-api-key", options->upstream_api_key,
+                  "key for --upstream (default: $KT_UPSTREAM_API_KEY, else the client's)");
+  run->add_option("--fail-mode", *fail_mode,
+                  "when a policy cannot be evaluated: block (fail closed) or allow")
+      ->check(CLI::IsMember({"block", "allow"}))
+      ->capture_default_str();
+  run->add_option("--max-concurrency", options->max_concurrency,
+                  "requests in flight before 503 overloaded")
+      ->capture_default_str();
+  run->add_option("--threads", options->threads, "worker threads (0: one per core)")
+      ->capture_default_str();
+  run->add_option("--audit-log", options->audit_log, "JSONL audit trail ('-': stdout)")
+      ->capture_default_str();
+  run->add_flag("--audit-fsync", options->audit_fsync, "fsync the audit log after every record");
+  run->add_flag("--audit-prompts", options->audit_prompts,
+                "record prompt text in the audit trail (off: prompts are never written)");
+  run->add_option("--max-body-bytes", options->max_body_bytes, "largest request body (413 above)")
+      ->capture_default_str();
+  run->add_option("--connect-timeout-ms", options->connect_timeout_ms, "upstream connect timeout")
+      ->capture_default_str();
+  run->add_option("--first-byte-timeout-ms", options->first_byte_timeout_ms,
+                  "upstream time to response headers")
+      ->capture_default_str();
+  run->add_option("--total-timeout-ms", options->total_timeout_ms,
+                  "upstream timeout for the whole response")
+      ->capture_default_str();
+  run->add_option("--stream-max-hold", options->stream_max_hold,
+                  "bytes of streamed output held back at most")
+      ->capture_default_str();
+  run->add_option("--ca-file", options->ca_file, "extra CA certificates for upstream TLS");
+  run->add_option("--stdlib", common->stdlib, "directory that contains std/ (default: built in)");
+  run->callback([options, fail_mode, common, exit_code] {
+    options->fail_open = *fail_mode == "allow";
+    options->stdlib_paths = StdlibPaths(common->stdlib);
+    if (options->upstream_api_key.empty()) {
+      if (const char* k = std::getenv("KT_UPSTREAM_API_KEY")) options->upstream_api_key = k;
+    }
+    *exit_code = gateway::Run(*options);
+  });
+}
+
+}  // namespace kt::cli

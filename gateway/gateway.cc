@@ -1,0 +1,167 @@
+// `kt gateway run`: start-up, the accept loop, signals and shutdown.
+#include "gateway/gateway.h"
+
+#include <csignal>
+#include <iostream>
+#include <thread>
+
+#include "compiler/compiler.h"
+#include "gateway/internal/server.h"
+#include "gateway/internal/util.h"
+
+namespace kt::gateway {
+
+using tcp = asio::ip::tcp;
+
+namespace {
+
+bool ParseListen(const std::string& listen, std::string* host, std::string* port) {
+  std::size_t colon = listen.rfind(':');
+  if (colon == std::string::npos) return false;
+  *host = listen.substr(0, colon);
+  *port = listen.substr(colon + 1);
+  if (host->size() >= 2 && host->front() == '[' && host->back() == ']') {
+    *host = host->substr(1, host->size() - 2);
+  }
+  if (host->empty()) *host = "0.0.0.0";
+  return !port->empty();
+}
+
+asio::awaitable<void> Accept(tcp::acceptor* acceptor, Gateway* g) {
+  while (!g->stopping.load()) {
+    beast::error_code ec;
+    tcp::socket socket = co_await acceptor->async_accept(asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) {
+      if (g->stopping.load() || ec == asio::error::operation_aborted) break;
+      continue;  // EMFILE and friends: keep serving the connections we have
+    }
+    socket.set_option(tcp::no_delay(true), ec);
+    asio::co_spawn(g->io, Session(std::move(socket), g), [](std::exception_ptr e) {
+      // A bug must not take the process down with it, and must not pass
+      // unnoticed either.
+      if (e == nullptr) return;
+      try {
+        std::rethrow_exception(e);
+      } catch (const std::exception& ex) {
+        std::cerr << "kt gateway: internal error in a connection: " << ex.what() << std::endl;
+      }
+    });
+  }
+}
+
+}  // namespace
+
+int Run(const Options& options) {
+  Gateway g(options);
+  g.started_us = NowMicros();
+
+  // Policies first: a gateway that cannot enforce must not start serving.
+  kt::Options compile;
+  compile.stdlib_paths = options.stdlib_paths;
+  std::vector<Diagnostic> missing;
+  std::vector<std::string> files = CollectPolicyFiles(options.policy_paths, &missing);
+  SourceMap sources;
+  if (!missing.empty()) {
+    std::cerr << RenderText(missing, sources, false);
+    return 2;
+  }
+  LintResult lint;
+  std::shared_ptr<const PolicyEngine> engine = PolicyEngine::Load(files, compile, &sources, &lint);
+  if (engine == nullptr) {
+    std::cerr << RenderText(lint.diagnostics, sources, false);
+    std::cerr << "kt gateway: the policy set has errors; not starting\n";
+    return 2;
+  }
+  if (!options.upstream.empty()) {
+    Url u;
+    if (!ParseUrl(options.upstream, &u)) {
+      std::cerr << "kt gateway: --upstream must be an http:// or https:// URL\n";
+      return 2;
+    }
+  }
+  std::string error;
+  if (!g.audit.Open(options.audit_log, options.audit_fsync, &error)) {
+    std::cerr << "kt gateway: " << error << "\n";
+    return 2;
+  }
+  g.pool = std::make_unique<UpstreamPool>(&g.io, options.ca_file, &error);
+  if (!error.empty()) std::cerr << "kt gateway: warning: " << error << "\n";
+
+  std::string host, port;
+  if (!ParseListen(options.listen, &host, &port)) {
+    std::cerr << "kt gateway: --listen must be HOST:PORT\n";
+    return 2;
+  }
+  tcp::acceptor acceptor(g.io);
+  beast::error_code ec;
+  tcp::resolver resolver(g.io);
+  auto endpoints = resolver.resolve(host, port, ec);
+  if (ec || endpoints.empty()) {
+    std::cerr << "kt gateway: cannot resolve " << options.listen << ": " << ec.message() << "\n";
+    return 2;
+  }
+  tcp::endpoint ep = endpoints.begin()->endpoint();
+  acceptor.open(ep.protocol(), ec);
+  if (!ec) acceptor.set_option(asio::socket_base::reuse_address(true), ec);
+  if (!ec) acceptor.bind(ep, ec);
+  if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) {
+    std::cerr << "kt gateway: cannot listen on " << options.listen << ": " << ec.message() << "\n";
+    return 2;
+  }
+  {
+    std::lock_guard lock(g.engine_mu);
+    g.engine = engine;
+  }
+  std::cerr << "kt gateway: listening on " << acceptor.local_endpoint().address().to_string()
+            << ":" << acceptor.local_endpoint().port() << " with " << engine->policy_count()
+            << " policies from " << files.size() << " files (version " << engine->version()
+            << ")";
+  if (!options.upstream.empty()) std::cerr << ", upstream " << options.upstream;
+  std::cerr << std::endl;
+
+  asio::co_spawn(g.io, Accept(&acceptor, &g), asio::detached);
+
+  // Shutdown: stop accepting, close idle keep-alive connections, let the
+  // requests in flight finish (bounded by drain_timeout_ms), then stop.
+  asio::signal_set signals(g.io, SIGINT, SIGTERM);
+  asio::steady_timer drain(g.io);
+  std::function<void()> wait_drained;
+  int64_t drain_deadline = 0;
+  wait_drained = [&] {
+    {
+      std::lock_guard lock(g.idle_mu);
+      for (beast::tcp_stream* s : g.idle) {
+        beast::error_code ignored;
+        s->socket().shutdown(tcp::socket::shutdown_both, ignored);
+      }
+    }
+    if (g.sessions.load() == 0 || MonoMicros() > drain_deadline) {
+      g.io.stop();
+      return;
+    }
+    drain.expires_after(std::chrono::milliseconds(20));
+    drain.async_wait([&](const beast::error_code&) { wait_drained(); });
+  };
+  signals.async_wait([&](const beast::error_code& e, int sig) {
+    if (e) return;
+    std::cerr << "kt gateway: " << (sig == SIGINT ? "SIGINT" : "SIGTERM")
+              << ": draining in-flight requests" << std::endl;
+    g.stopping = true;
+    beast::error_code ignored;
+    acceptor.close(ignored);
+    drain_deadline = MonoMicros() + static_cast<int64_t>(options.drain_timeout_ms * 1000);
+    wait_drained();
+  });
+
+  int threads = options.threads > 0 ? options.threads
+                                    : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  std::vector<std::thread> pool;
+  for (int i = 1; i < threads; ++i) pool.emplace_back([&] { g.io.run(); });
+  g.io.run();
+  for (auto& t : pool) t.join();
+  std::cerr << "kt gateway: stopped" << std::endl;
+  return 0;
+}
+
+}  // namespace kt::gateway

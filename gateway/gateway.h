@@ -1,0 +1,64 @@
+// kt gateway facade: the only header other layers include from gateway/.
+//
+// Purpose. An OpenAI-compatible HTTP gateway that enforces a policy set on
+// every chat completion: the input before any upstream call, tool calls
+// before the client sees them, and the output, also while it streams.
+//
+// Ownership and threads. `Run` owns everything it starts: an io_context run
+// by `threads` threads, one coroutine per client connection, a keep-alive
+// pool per upstream, and the audit log. It returns after SIGINT/SIGTERM,
+// once in-flight requests have finished (or `drain_timeout_ms` passed).
+//
+// Error channel. Start-up problems (policies that do not check, a port in
+// use, an audit log that cannot be opened) are printed and returned as a
+// non-zero exit code; request-time problems become HTTP error envelopes and
+// audit records, never a crash.
+#ifndef KT_GATEWAY_GATEWAY_H_
+#define KT_GATEWAY_GATEWAY_H_
+
+#include <cstddef>
+#include <string>
+#include <vector>
+
+namespace kt::gateway {
+
+struct Options {
+  std::string listen = "0.0.0.0:41002";
+  std::vector<std::string> policy_paths;  // files or directories of .ktp
+  std::vector<std::string> stdlib_paths;
+  // Sends every model to this OpenAI-compatible base URL, ahead of the
+  // policy set's providers.
+  std::string upstream;
+  std::string upstream_api_key;
+  bool fail_open = false;  // --fail-mode allow: an evaluation error lets traffic through
+  int max_concurrency = 1024;  // requests in flight; beyond it, 503
+  int threads = 0;             // 0: one per core
+  std::string audit_log = "kt-audit.jsonl";  // "-": stdout
+  bool audit_fsync = false;                  // fsync after every audit write
+  bool audit_prompts = false;                // record prompt text in the audit trail
+
+  // Bounds on what a client may send and how long it may take.
+  std::size_t max_body_bytes = 4u << 20;
+  std::size_t max_header_bytes = 16u << 10;
+  double client_timeout_ms = 30000;  // reading one request
+  double idle_timeout_ms = 60000;    // a keep-alive connection between requests
+
+  // Upstream bounds (a provider's `timeout` replaces total_timeout_ms).
+  double connect_timeout_ms = 5000;
+  double first_byte_timeout_ms = 60000;
+  double total_timeout_ms = 600000;
+  std::size_t max_upstream_body_bytes = 32u << 20;
+
+  // Streamed output: the most the stream evaluator holds back before it
+  // releases with what it knows (and records that it did).
+  std::size_t stream_max_hold = 64u << 10;
+  double drain_timeout_ms = 30000;
+  std::string ca_file;  // extra CA bundle for upstream TLS (tests); system CAs otherwise
+};
+
+// Runs the gateway until SIGINT/SIGTERM. Returns the process exit code.
+int Run(const Options& options);
+
+}  // namespace kt::gateway
+
+#endif  // KT_GATEWAY_GATEWAY_H_

@@ -1,0 +1,78 @@
+#include "gateway/internal/audit.h"
+
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+
+#include "gateway/internal/util.h"
+
+namespace kt::gateway {
+
+namespace {
+// The last complete line of a file ("" when there is none).
+std::string LastLine(const std::string& path) {
+  std::ifstream in(path, std::ios::binary | std::ios::ate);
+  if (!in) return "";
+  std::streamoff size = in.tellg();
+  std::streamoff start = size > (1 << 20) ? size - (1 << 20) : 0;
+  in.seekg(start);
+  std::string tail(static_cast<std::size_t>(size - start), '\0');
+  in.read(tail.data(), static_cast<std::streamsize>(tail.size()));
+  while (!tail.empty() && tail.back() == '\n') tail.pop_back();
+  std::size_t nl = tail.rfind('\n');
+  return nl == std::string::npos ? tail : tail.substr(nl + 1);
+}
+}  // namespace
+
+bool AuditLog::Open(const std::string& path, bool fsync_each, std::string* error) {
+  std::lock_guard lock(mu_);
+  path_ = path;
+  fsync_ = fsync_each;
+  if (path == "-") {
+    file_ = stdout;
+    prev_hash_ = kGenesisHash;
+    return true;
+  }
+  std::string last = LastLine(path);
+  prev_hash_ = last.empty() ? kGenesisHash : Sha256Hex(last);
+  file_ = std::fopen(path.c_str(), "a");
+  if (file_ == nullptr) {
+    *error = "cannot open audit log " + path + ": " + std::strerror(errno);
+    return false;
+  }
+  return true;
+}
+
+AuditLog::~AuditLog() {
+  if (file_ != nullptr && file_ != stdout) std::fclose(file_);
+}
+
+void AuditLog::Write(nlohmann::json event) {
+  std::lock_guard lock(mu_);
+  if (file_ == nullptr) return;
+  event["prev_hash"] = prev_hash_;
+  // Invalid UTF-8 from a client must not lose the record: replace it.
+  std::string line = event.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  prev_hash_ = Sha256Hex(line);
+  line += '\n';
+  std::fwrite(line.data(), 1, line.size(), file_);
+  std::fflush(file_);
+  if (fsync_ && file_ != stdout) fsync(fileno(file_));
+}
+
+bool AuditLog::Reopen(std::string* error) {
+  std::lock_guard lock(mu_);
+  if (path_ == "-" || path_.empty()) return true;
+  std::FILE* fresh = std::fopen(path_.c_str(), "a");
+  if (fresh == nullptr) {
+    *error = "cannot reopen audit log " + path_ + ": " + std::strerror(errno);
+    return false;  // keep writing to the old file rather than lose records
+  }
+  if (file_ != nullptr) std::fclose(file_);
+  file_ = fresh;
+  return true;
+}
+
+}  // namespace kt::gateway

@@ -1,0 +1,196 @@
+#include "gateway/internal/mock.h"
+
+namespace kt::gateway {
+
+using Json = nlohmann::json;
+
+namespace {
+
+std::string LastUserText(const Json& request) {
+  std::string text;
+  if (!request.contains("messages") || !request["messages"].is_array()) return text;
+  for (const Json& m : request["messages"]) {
+    if (!m.is_object() || m.value("role", "") != "user" || !m.contains("content")) continue;
+    const Json& c = m["content"];
+    text.clear();
+    if (c.is_string()) text = c.get<std::string>();
+    if (c.is_array()) {
+      for (const Json& part : c) {
+        if (part.is_object() && part.value("type", "") == "text" && part.contains("text") &&
+            part["text"].is_string()) {
+          text += part["text"].get<std::string>();
+        }
+      }
+    }
+  }
+  return text;
+}
+
+std::string Trim(std::string s) {
+  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.pop_back();
+  std::size_t i = 0;
+  while (i < s.size() && std::isspace(static_cast<unsigned char>(s[i]))) ++i;
+  return s.substr(i);
+}
+
+// The last word of the prompt without punctuation: what a model would pick
+// as the argument of a lookup ("… account AC-1234?" → "AC-1234").
+std::string LastWord(const std::string& text) {
+  std::string word, last;
+  for (char c : text + " ") {
+    if (std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.' ||
+        c == '@' || (static_cast<unsigned char>(c) & 0x80)) {
+      word += c;
+    } else if (!word.empty()) {
+      last = word;
+      word.clear();
+    }
+  }
+  while (!last.empty() && (last.back() == '.' || last.back() == '-')) last.pop_back();
+  return last;
+}
+
+int Tokens(std::size_t bytes) { return static_cast<int>((bytes + 3) / 4); }
+
+}  // namespace
+
+MockReply MockComplete(const Json& request) {
+  MockReply reply;
+  std::string prompt = LastUserText(request);
+  std::size_t prompt_bytes = 0;
+  if (request.contains("messages") && request["messages"].is_array()) {
+    prompt_bytes = request["messages"].dump().size();
+  }
+  reply.prompt_tokens = Tokens(prompt_bytes);
+  const std::string kDirective = "kt-mock:";
+  std::size_t at = prompt.find(kDirective);
+  if (at != std::string::npos) {
+    std::string rest = Trim(prompt.substr(at + kDirective.size()));
+    if (rest.rfind("say ", 0) == 0) {
+      reply.text = rest.substr(4);
+    } else if (rest.rfind("tool ", 0) == 0) {
+      std::string spec = Trim(rest.substr(5));
+      std::size_t space = spec.find(' ');
+      reply.tool_call = true;
+      reply.tool_name = spec.substr(0, space);
+      reply.tool_arguments = space == std::string::npos ? "{}" : Trim(spec.substr(space + 1));
+    } else {
+      reply.text = "kt-mock: unknown directive (use `kt-mock: say TEXT` or "
+                   "`kt-mock: tool NAME {JSON}`)";
+    }
+  } else if (request.contains("tools") && request["tools"].is_array() &&
+             !request["tools"].empty() && request.value("tool_choice", Json("auto")) != "none") {
+    // Call the first tool, filling each required parameter with the
+    // prompt's last word.
+    const Json& fn = request["tools"][0].value("function", Json::object());
+    reply.tool_call = true;
+    reply.tool_name = fn.value("name", "tool");
+    Json args = Json::object();
+    const Json params = fn.value("parameters", Json::object());
+    if (params.contains("required") && params["required"].is_array()) {
+      for (const Json& r : params["required"]) {
+        if (r.is_string()) args[r.get<std::string>()] = LastWord(prompt);
+      }
+    }
+    reply.tool_arguments = args.dump();
+  } else {
+    reply.text = "This is a mock completion. You said: " + prompt;
+  }
+  reply.completion_tokens =
+      Tokens(reply.tool_call ? reply.tool_name.size() + reply.tool_arguments.size()
+                             : reply.text.size());
+  return reply;
+}
+
+namespace {
+Json Usage(const MockReply& r) {
+  return {{"prompt_tokens", r.prompt_tokens},
+          {"completion_tokens", r.completion_tokens},
+          {"total_tokens", r.prompt_tokens + r.completion_tokens}};
+}
+std::string Dump(const Json& j) {
+  return j.dump(-1, ' ', false, Json::error_handler_t::replace);
+}
+}  // namespace
+
+Json MockResponse(const MockReply& reply, const std::string& model, const std::string& id,
+                  int64_t created) {
+  Json message = {{"role", "assistant"}, {"content", nullptr}};
+  if (reply.tool_call) {
+    message["tool_calls"] = Json::array({{{"id", "call_" + id.substr(id.size() - 12)},
+                                          {"type", "function"},
+                                          {"function",
+                                           {{"name", reply.tool_name},
+                                            {"arguments", reply.tool_arguments}}}}});
+  } else {
+    message["content"] = reply.text;
+  }
+  return {{"id", id},
+          {"object", "chat.completion"},
+          {"created", created},
+          {"model", model},
+          {"choices",
+           Json::array({{{"index", 0},
+                         {"message", message},
+                         {"logprobs", nullptr},
+                         {"finish_reason", reply.tool_call ? "tool_calls" : "stop"}}})},
+          {"usage", Usage(reply)}};
+}
+
+std::vector<std::string> MockStream(const MockReply& reply, const std::string& model,
+                                    const std::string& id, int64_t created,
+                                    std::size_t chunk_size, bool include_usage) {
+  if (chunk_size == 0) chunk_size = 16;
+  std::vector<std::string> out;
+  auto chunk = [&](Json delta, Json finish) {
+    Json c = {{"id", id},
+              {"object", "chat.completion.chunk"},
+              {"created", created},
+              {"model", model},
+              {"choices", Json::array({{{"index", 0},
+                                        {"delta", std::move(delta)},
+                                        {"logprobs", nullptr},
+                                        {"finish_reason", std::move(finish)}}})}};
+    if (include_usage) c["usage"] = nullptr;
+    out.push_back(Dump(c));
+  };
+  // Cut on character boundaries: every piece is valid UTF-8 (a JSON string).
+  auto pieces = [&](const std::string& s) {
+    std::vector<std::string> parts;
+    std::size_t i = 0;
+    while (i < s.size()) {
+      std::size_t end = std::min(s.size(), i + chunk_size);
+      while (end < s.size() && (static_cast<unsigned char>(s[end]) & 0xC0) == 0x80) ++end;
+      parts.push_back(s.substr(i, end - i));
+      i = end;
+    }
+    return parts;
+  };
+  chunk({{"role", "assistant"}, {"content", reply.tool_call ? Json(nullptr) : Json("")}}, nullptr);
+  if (reply.tool_call) {
+    std::string call_id = "call_" + id.substr(id.size() - 12);
+    chunk({{"tool_calls", Json::array({{{"index", 0},
+                                        {"id", call_id},
+                                        {"type", "function"},
+                                        {"function", {{"name", reply.tool_name}, {"arguments", ""}}}}})}},
+          nullptr);
+    for (const std::string& p : pieces(reply.tool_arguments)) {
+      chunk({{"tool_calls", Json::array({{{"index", 0}, {"function", {{"arguments", p}}}}})}},
+            nullptr);
+    }
+    chunk(Json::object(), "tool_calls");
+  } else {
+    for (const std::string& p : pieces(reply.text)) chunk({{"content", p}}, nullptr);
+    chunk(Json::object(), "stop");
+  }
+  if (include_usage) {
+    Json c = {{"id", id},          {"object", "chat.completion.chunk"},
+              {"created", created}, {"model", model},
+              {"choices", Json::array()}, {"usage", Usage(reply)}};
+    out.push_back(Dump(c));
+  }
+  out.push_back("[DONE]");
+  return out;
+}
+
+}  // namespace kt::gateway

@@ -1,0 +1,215 @@
+#include "gateway/internal/upstream.h"
+
+#include <boost/asio/ssl/host_name_verification.hpp>
+
+namespace kt::gateway {
+
+using Clock = std::chrono::steady_clock;
+
+struct UpstreamPool::Conn {
+  Conn(asio::io_context& io, asio::ssl::context& tls) : stream(io, tls) {}
+  beast::ssl_stream<beast::tcp_stream> stream;
+  bool tls = false;
+  bool connected = false;
+  bool reused = false;
+  std::string key;
+  beast::flat_buffer buffer;
+  beast::tcp_stream& tcp() { return beast::get_lowest_layer(stream); }
+};
+
+namespace {
+std::string KeyOf(const Url& url) {
+  return (url.tls ? "https://" : "http://") + url.host + ":" + url.port;
+}
+std::chrono::milliseconds Ms(double ms) {
+  return std::chrono::milliseconds(static_cast<int64_t>(ms < 1 ? 1 : ms));
+}
+}  // namespace
+
+UpstreamPool::UpstreamPool(asio::io_context* io, const std::string& ca_file, std::string* error)
+    : io_(io), tls_(asio::ssl::context::tls_client) {
+  beast::error_code ec;
+  tls_.set_default_verify_paths(ec);
+  if (ec) *error = "cannot load the system CA certificates: " + ec.message();
+  if (!ca_file.empty()) {
+    tls_.load_verify_file(ca_file, ec);
+    if (ec) *error = "cannot load CA file " + ca_file + ": " + ec.message();
+  }
+  tls_.set_verify_mode(asio::ssl::verify_peer);
+}
+
+UpstreamPool::~UpstreamPool() = default;
+
+std::unique_ptr<UpstreamPool::Conn> UpstreamPool::Take(const Url& url) {
+  std::lock_guard lock(mu_);
+  auto it = idle_.find(KeyOf(url));
+  if (it == idle_.end() || it->second.empty()) return nullptr;
+  std::unique_ptr<Conn> c = std::move(it->second.back());
+  it->second.pop_back();
+  c->reused = true;
+  return c;
+}
+
+std::unique_ptr<UpstreamPool::Conn> UpstreamPool::Fresh(const Url& url) {
+  auto c = std::make_unique<Conn>(*io_, tls_);
+  c->tls = url.tls;
+  c->key = KeyOf(url);
+  return c;
+}
+
+void UpstreamPool::Give(std::unique_ptr<Conn> conn) {
+  // Bounded: a burst must not leave thousands of idle sockets behind.
+  constexpr std::size_t kMaxIdlePerUpstream = 256;
+  std::lock_guard lock(mu_);
+  auto& idle = idle_[conn->key];
+  if (idle.size() < kMaxIdlePerUpstream) idle.push_back(std::move(conn));
+}
+
+UpstreamExchange::UpstreamExchange(UpstreamPool* pool, Url url, std::size_t max_body)
+    : pool_(pool), url_(std::move(url)), max_body_(max_body) {}
+
+UpstreamExchange::~UpstreamExchange() {
+  // A completely read keep-alive response leaves a reusable connection.
+  if (conn_ != nullptr && done_ && failure_ == UpstreamFailure::kNone && parser_ != nullptr &&
+      parser_->keep_alive()) {
+    conn_->reused = false;
+    pool_->Give(std::move(conn_));
+  }
+}
+
+bool UpstreamExchange::Fail(UpstreamFailure f, const beast::error_code& ec, std::string what) {
+  if (ec == beast::error::timeout) f = UpstreamFailure::kTimeout;
+  failure_ = f;
+  error_ = std::move(what) + (ec ? ": " + ec.message() : "");
+  if (conn_ != nullptr) {
+    beast::error_code ignored;
+    conn_->tcp().socket().close(ignored);
+  }
+  return false;
+}
+
+void UpstreamExchange::Cancel() {
+  if (conn_ != nullptr) {
+    beast::error_code ignored;
+    conn_->tcp().socket().shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
+    conn_->tcp().socket().close(ignored);
+  }
+  done_ = false;
+}
+
+asio::awaitable<bool> UpstreamExchange::Start(http::request<http::string_body> request,
+                                              UpstreamTimeouts timeouts) {
+  auto redirect = [](beast::error_code& ec) { return asio::redirect_error(asio::use_awaitable, ec); };
+  deadline_ = Clock::now() + Ms(timeouts.total_ms);
+  request.prepare_payload();
+  // A pooled connection may have been closed by the upstream while idle;
+  // when it fails before any response byte, retry once on a fresh one.
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    conn_ = attempt == 0 ? pool_->Take(url_) : nullptr;
+    if (conn_ == nullptr) conn_ = pool_->Fresh(url_);
+    beast::error_code ec;
+    if (!conn_->connected) {
+      asio::ip::tcp::resolver resolver(co_await asio::this_coro::executor);
+      conn_->tcp().expires_after(Ms(timeouts.connect_ms));
+      auto results = co_await resolver.async_resolve(url_.host, url_.port, redirect(ec));
+      if (ec) co_return Fail(UpstreamFailure::kConnect, ec, "cannot resolve " + url_.host);
+      co_await conn_->tcp().async_connect(results, redirect(ec));
+      if (ec) {
+        co_return Fail(UpstreamFailure::kConnect, ec,
+                       "cannot connect to " + url_.host + ":" + url_.port);
+      }
+      if (conn_->tls) {
+        if (!SSL_set_tlsext_host_name(conn_->stream.native_handle(), url_.host.c_str())) {
+          co_return Fail(UpstreamFailure::kConnect, ec, "cannot set TLS SNI for " + url_.host);
+        }
+        conn_->stream.set_verify_callback(asio::ssl::host_name_verification(url_.host));
+        co_await conn_->stream.async_handshake(asio::ssl::stream_base::client, redirect(ec));
+        if (ec) co_return Fail(UpstreamFailure::kConnect, ec, "TLS handshake with " + url_.host);
+      }
+      conn_->connected = true;
+    }
+    conn_->tcp().expires_after(Ms(std::min(
+        timeouts.first_byte_ms,
+        std::chrono::duration<double, std::milli>(deadline_ - Clock::now()).count())));
+    if (conn_->tls) {
+      co_await http::async_write(conn_->stream, request, redirect(ec));
+    } else {
+      co_await http::async_write(conn_->tcp(), request, redirect(ec));
+    }
+    parser_ = std::make_unique<http::response_parser<http::buffer_body>>();
+    parser_->header_limit(64 << 10);
+    parser_->body_limit(boost::none);  // bounded by max_body_ as it is read
+    if (!ec) {
+      if (conn_->tls) {
+        co_await http::async_read_header(conn_->stream, conn_->buffer, *parser_, redirect(ec));
+      } else {
+        co_await http::async_read_header(conn_->tcp(), conn_->buffer, *parser_, redirect(ec));
+      }
+    }
+    if (!ec) co_return true;
+    bool stale = conn_->reused && ec != beast::error::timeout;
+    if (!stale || attempt == 1) {
+      co_return Fail(UpstreamFailure::kProtocol, ec, "upstream " + url_.host + " failed");
+    }
+    beast::error_code ignored;
+    conn_->tcp().socket().close(ignored);
+  }
+  co_return Fail(UpstreamFailure::kProtocol, {}, "upstream " + url_.host + " failed");
+}
+
+int UpstreamExchange::status() const {
+  return parser_ == nullptr ? 0 : static_cast<int>(parser_->get().result_int());
+}
+
+std::string UpstreamExchange::header(std::string_view name) const {
+  if (parser_ == nullptr) return "";
+  auto it = parser_->get().find(beast::string_view(name.data(), name.size()));
+  return it == parser_->get().end() ? "" : std::string(it->value());
+}
+
+asio::awaitable<bool> UpstreamExchange::ReadSome(std::string* out) {
+  if (done_ || failure_ != UpstreamFailure::kNone || parser_ == nullptr) co_return false;
+  if (parser_->is_done()) {
+    done_ = true;
+    co_return false;
+  }
+  char buf[16 << 10];
+  auto& body = parser_->get().body();
+  body.data = buf;
+  body.size = sizeof buf;
+  auto remaining = deadline_ - Clock::now();
+  if (remaining <= Clock::duration::zero()) {
+    co_return Fail(UpstreamFailure::kTimeout, {}, "upstream total timeout");
+  }
+  conn_->tcp().expires_after(std::chrono::duration_cast<std::chrono::milliseconds>(remaining));
+  beast::error_code ec;
+  if (conn_->tls) {
+    co_await http::async_read_some(conn_->stream, conn_->buffer, *parser_,
+                                   asio::redirect_error(asio::use_awaitable, ec));
+  } else {
+    co_await http::async_read_some(conn_->tcp(), conn_->buffer, *parser_,
+                                   asio::redirect_error(asio::use_awaitable, ec));
+  }
+  if (ec == http::error::need_buffer) ec = {};
+  if (ec) {
+    co_return Fail(UpstreamFailure::kProtocol, ec, "reading the upstream response");
+  }
+  std::size_t n = sizeof buf - body.size;
+  body_bytes_ += n;
+  if (body_bytes_ > max_body_) {
+    co_return Fail(UpstreamFailure::kTooLarge, {},
+                   "the upstream response exceeds " + std::to_string(max_body_) + " bytes");
+  }
+  out->append(buf, n);
+  if (parser_->is_done()) done_ = true;
+  co_return true;
+}
+
+asio::awaitable<bool> UpstreamExchange::ReadAll(std::string* out) {
+  while (!done_) {
+    if (!co_await ReadSome(out)) break;
+  }
+  co_return done_ && failure_ == UpstreamFailure::kNone;
+}
+
+}  // namespace kt::gateway

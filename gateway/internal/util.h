@@ -1,0 +1,46 @@
+// Small pieces the gateway's parts share: URLs, globs, ids, hashes, clocks
+// and the error envelope.
+#ifndef KT_GATEWAY_INTERNAL_UTIL_H_
+#define KT_GATEWAY_INTERNAL_UTIL_H_
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include <nlohmann/json.hpp>
+
+namespace kt::gateway {
+
+struct Url {
+  bool tls = false;
+  std::string host;
+  std::string port;
+  std::string path;  // the base path, without a trailing slash ("/v1")
+};
+// http:// and https:// only; false on anything else.
+bool ParseUrl(std::string_view text, Url* out);
+
+// `*` matches any run of characters, `?` one; everything else literally.
+bool GlobMatch(std::string_view glob, std::string_view text);
+
+// 128 random bits as 32 hex digits, with a prefix ("req_…").
+std::string NewId(std::string_view prefix);
+// Lower-case hex SHA-256.
+std::string Sha256Hex(std::string_view data);
+// The audit trail's name for an API key: never the key itself.
+std::string KeyFingerprint(std::string_view key);
+
+int64_t NowMicros();  // wall clock, for audit timestamps
+int64_t MonoMicros();  // monotonic, for latencies
+
+// The gateway's error envelope (ARCHITECTURE.md §5).
+nlohmann::json ErrorEnvelope(std::string_view type, std::string_view code,
+                             std::string_view message, std::string_view request_id,
+                             std::string_view policy = {});
+
+// The bearer token of an Authorization header value ("" when there is none).
+std::string BearerToken(std::string_view authorization);
+
+}  // namespace kt::gateway
+
+#endif  // KT_GATEWAY_INTERNAL_UTIL_H_
