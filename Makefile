@@ -1,10 +1,18 @@
-# `make test` installs missing Debian packages, configures, builds and runs
-# every test. (`make run`, which starts the gateway, arrives with gateway/.)
+# `make run` and `make test` install missing Debian packages, configure and
+# build; then `run` starts the gateway on :41002 with examples/policies/ (the
+# quickstart's built-in mock provider serves every model), and `test` runs
+# every test.
 BUILD_DIR ?= build
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: deps configure build test lint fmt-check clean
+LISTEN ?= 0.0.0.0:41002
+# The quickstart first (its rules run first, and its mock provider serves
+# every model), then the rest of the examples.
+POLICIES ?= examples/policies/quickstart.ktp examples/policies
+AUDIT_LOG ?= kt-audit.jsonl
+
+.PHONY: deps configure build run test lint fmt-check clean
 
 deps:
 	@./scripts/install-deps
@@ -15,6 +23,10 @@ configure: deps
 
 build: configure
 	@cmake --build $(BUILD_DIR) -j $(JOBS)
+
+run: build
+	@exec $(BUILD_DIR)/cli/kt gateway run --listen $(LISTEN) $(addprefix --policy ,$(POLICIES)) \
+	  --audit-log $(AUDIT_LOG)
 
 test: build
 	@cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS)

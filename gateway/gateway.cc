@@ -1,6 +1,7 @@
 // `kt gateway run`: start-up, the accept loop, signals and shutdown.
 #include "gateway/gateway.h"
 
+#include <algorithm>
 #include <csignal>
 #include <iostream>
 #include <thread>
@@ -59,7 +60,11 @@ int Run(const Options& options) {
   kt::Options compile;
   compile.stdlib_paths = options.stdlib_paths;
   std::vector<Diagnostic> missing;
-  std::vector<std::string> files = CollectPolicyFiles(options.policy_paths, &missing);
+  std::vector<std::string> files;
+  for (std::string& f : CollectPolicyFiles(options.policy_paths, &missing)) {
+    // A file named twice (itself, then in its directory) loads once, first.
+    if (std::find(files.begin(), files.end(), f) == files.end()) files.push_back(std::move(f));
+  }
   SourceMap sources;
   if (!missing.empty()) {
     std::cerr << RenderText(missing, sources, false);

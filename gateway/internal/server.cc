@@ -124,38 +124,49 @@ void SetCommonHeaders(http::fields* h, const Exchange& x) {
   if (!x.request_source.empty()) h->set("x-request-source", x.request_source);
 }
 
-asio::awaitable<bool> SendBody(beast::tcp_stream& stream, Exchange* x, int status,
-                               std::string body, const std::string& content_type, bool keep_alive,
-                               const std::vector<std::pair<std::string, std::string>>& extra = {}) {
-  http::response<http::string_body> res{static_cast<http::status>(status), 11};
+using Response = http::response<http::string_body>;
+using Headers = std::vector<std::pair<std::string, std::string>>;
+
+// Responses are built by plain functions and written by one coroutine that
+// takes them by reference: GCC 12 can destroy temporaries inside a co_await
+// expression twice, so no co_await here has a temporary with a destructor.
+Response BodyResponse(Exchange* x, int status, std::string body, std::string_view content_type,
+                      bool keep_alive, const Headers& extra = {}) {
+  Response res{static_cast<http::status>(status), 11};
   SetCommonHeaders(&res, *x);
-  res.set(http::field::content_type, content_type);
+  res.set(http::field::content_type, beast::string_view(content_type.data(), content_type.size()));
   for (const auto& [k, v] : extra) res.set(k, v);
   res.keep_alive(keep_alive);
   res.body() = std::move(body);
   res.prepare_payload();
   x->status = status;
-  beast::error_code ec;
-  co_await http::async_write(stream, res, Redirect(ec));
-  co_return !ec && keep_alive;
+  return res;
 }
 
-// A gateway-made error: the envelope, an audit record, then the response.
-asio::awaitable<bool> SendError(Gateway* g, beast::tcp_stream& stream, Exchange* x, int status,
-                                std::string_view type, std::string_view code,
-                                std::string_view message, bool keep_alive,
-                                std::string_view policy = {},
-                                std::vector<std::pair<std::string, std::string>> extra = {}) {
+// A gateway-made error: the envelope, and its audit record (written before
+// the response goes out).
+Response ErrorResponse(Gateway* g, Exchange* x, int status, std::string_view type,
+                       std::string_view code, std::string_view message, bool keep_alive,
+                       std::string_view policy = {}, Headers extra = {}) {
   x->status = status;
   x->error_code = code;
   x->error_message = message;
   if (x->outcome == "allowed") x->outcome = "error";
   if (status == 409) extra.emplace_back("x-should-retry", "false");
   if (!x->path.empty()) WriteAudit(g, *x);
-  co_return co_await SendBody(stream, x, status,
-                              Dump(ErrorEnvelope(type, code, message, x->request_id, policy)),
-                              "application/json", keep_alive, extra);
+  return BodyResponse(x, status, Dump(ErrorEnvelope(type, code, message, x->request_id, policy)),
+                      "application/json", keep_alive, extra);
 }
+
+asio::awaitable<bool> Write(beast::tcp_stream& stream, Response& res) {
+  beast::error_code ec;
+  co_await http::async_write(stream, res, Redirect(ec));
+  co_return !ec && res.keep_alive();
+}
+
+// What a handler did: filled in the response for the caller to write, or
+// streamed its own (and the connection ends).
+enum class Handled { kReply, kStreamed };
 
 int UpstreamStatusOf(UpstreamFailure f) { return f == UpstreamFailure::kTimeout ? 504 : 502; }
 const char* UpstreamCodeOf(UpstreamFailure f) {
@@ -495,7 +506,8 @@ class StreamRelay {
 asio::awaitable<bool> WriteChunk(beast::tcp_stream& stream, const std::string& data) {
   if (data.empty()) co_return true;
   beast::error_code ec;
-  co_await asio::async_write(stream, http::make_chunk(asio::buffer(data)), Redirect(ec));
+  auto chunk = http::make_chunk(asio::buffer(data));
+  co_await asio::async_write(stream, chunk, Redirect(ec));
   co_return !ec;
 }
 
@@ -509,24 +521,33 @@ asio::awaitable<void> Sleep(double ms) {
 
 // ------------------------------------------------------- chat completions
 
-asio::awaitable<bool> ChatCompletions(Gateway* g, beast::tcp_stream& stream,
-                                      http::request<http::string_body>& req, Exchange* x,
-                                      bool keep_alive) {
+asio::awaitable<Handled> ChatCompletions(Gateway* g, beast::tcp_stream& stream,
+                                         http::request<http::string_body>& req, Exchange* x,
+                                         bool keep_alive, Response* res) {
   std::shared_ptr<const PolicyEngine> engine = g->Engine();
   if (engine == nullptr) {
-    co_return co_await SendError(g, stream, x, 503, "unavailable", "not_ready",
+    {
+      *res = ErrorResponse(g, x, 503, "unavailable", "not_ready",
                                  "the gateway has no policy set loaded yet", keep_alive);
+      co_return Handled::kReply;
+    }
   }
   x->policy_version = engine->version();
   Json body = Json::parse(req.body(), nullptr, false);
   if (body.is_discarded()) {
-    co_return co_await SendError(g, stream, x, 422, "validation_error", "invalid_json",
+    {
+      *res = ErrorResponse(g, x, 422, "validation_error", "invalid_json",
                                  "the request body is not valid JSON", keep_alive);
+      co_return Handled::kReply;
+    }
   }
   std::string invalid = ValidateChatRequest(body);
   if (!invalid.empty()) {
-    co_return co_await SendError(g, stream, x, 422, "validation_error", "invalid_request",
+    {
+      *res = ErrorResponse(g, x, 422, "validation_error", "invalid_request",
                                  invalid, keep_alive);
+      co_return Handled::kReply;
+    }
   }
   x->model = body["model"].get<std::string>();
   x->stream = body.contains("stream") && body["stream"].is_boolean() && body["stream"].get<bool>();
@@ -542,9 +563,12 @@ asio::awaitable<bool> ChatCompletions(Gateway* g, beast::tcp_stream& stream,
   if (in.error) {
     if (!g->options.fail_open) {
       x->outcome = "not_evaluated";
-      co_return co_await SendError(g, stream, x, 500, "policy_error", "policy_evaluation_failed",
+      {
+      *res = ErrorResponse(g, x, 500, "policy_error", "policy_evaluation_failed",
                                    "the request could not be evaluated: " + in.error_message,
                                    keep_alive);
+      co_return Handled::kReply;
+    }
     }
     x->outcome = "not_evaluated";
     forward = body;
@@ -552,14 +576,20 @@ asio::awaitable<bool> ChatCompletions(Gateway* g, beast::tcp_stream& stream,
   if (in.blocked) {
     const PolicyHit* h = in.blocking();
     x->outcome = "blocked";
-    co_return co_await SendError(g, stream, x, 409, "policy_violation",
+    {
+      *res = ErrorResponse(g, x, 409, "policy_violation",
                                  PolicyCode(*h, "input_blocked"), h->message, keep_alive, h->policy);
+      co_return Handled::kReply;
+    }
   }
 
   Route route;
   if (!RouteFor(*g, *engine, x->model, &route)) {
-    co_return co_await SendError(g, stream, x, 404, "invalid_request_error", "model_not_found",
+    {
+      *res = ErrorResponse(g, x, 404, "invalid_request_error", "model_not_found",
                                  "no provider serves the model `" + x->model + "`", keep_alive);
+      co_return Handled::kReply;
+    }
   }
   x->provider = route.provider;
 
@@ -595,10 +625,14 @@ asio::awaitable<bool> ChatCompletions(Gateway* g, beast::tcp_stream& stream,
     timeouts.first_byte_ms = std::min(timeouts.first_byte_ms, timeouts.total_ms);
     ex = std::make_unique<UpstreamExchange>(g->pool.get(), route.url,
                                             g->options.max_upstream_body_bytes);
-    if (!co_await ex->Start(std::move(up), timeouts)) {
+    bool started = co_await ex->Start(std::move(up), timeouts);
+    if (!started) {
       x->upstream_us = MonoMicros() - up0;
-      co_return co_await SendError(g, stream, x, UpstreamStatusOf(ex->failure()), "upstream_error",
+      {
+      *res = ErrorResponse(g, x, UpstreamStatusOf(ex->failure()), "upstream_error",
                                    UpstreamCodeOf(ex->failure()), ex->error(), keep_alive);
+      co_return Handled::kReply;
+    }
     }
     if (ex->status() < 200 || ex->status() > 299) {
       // The upstream's own error, passed through faithfully.
@@ -606,18 +640,24 @@ asio::awaitable<bool> ChatCompletions(Gateway* g, beast::tcp_stream& stream,
       bool ok = co_await ex->ReadAll(&err_body);
       x->upstream_us = MonoMicros() - up0;
       if (!ok) {
-        co_return co_await SendError(g, stream, x, UpstreamStatusOf(ex->failure()),
+        {
+      *res = ErrorResponse(g, x, UpstreamStatusOf(ex->failure()),
                                      "upstream_error", UpstreamCodeOf(ex->failure()), ex->error(),
                                      keep_alive);
+      co_return Handled::kReply;
+    }
       }
       x->status = ex->status();
       x->outcome = "upstream_error";
       x->error_code = "upstream_status_" + std::to_string(ex->status());
       WriteAudit(g, *x);
       std::string ct = ex->header("content-type");
-      co_return co_await SendBody(stream, x, ex->status(), std::move(err_body),
+      {
+      *res = BodyResponse(x, ex->status(), std::move(err_body),
                                   ct.empty() ? "application/json" : ct, keep_alive,
                                   PassThroughHeaders(*ex));
+      co_return Handled::kReply;
+    }
     }
   }
 
@@ -631,15 +671,21 @@ asio::awaitable<bool> ChatCompletions(Gateway* g, beast::tcp_stream& stream,
       bool ok = co_await ex->ReadAll(&text);
       x->upstream_us = MonoMicros() - up0;
       if (!ok) {
-        co_return co_await SendError(g, stream, x, UpstreamStatusOf(ex->failure()),
+        {
+      *res = ErrorResponse(g, x, UpstreamStatusOf(ex->failure()),
                                      "upstream_error", UpstreamCodeOf(ex->failure()), ex->error(),
                                      keep_alive);
+      co_return Handled::kReply;
+    }
       }
       response = Json::parse(text, nullptr, false);
       if (response.is_discarded() || !response.is_object()) {
-        co_return co_await SendError(g, stream, x, 502, "upstream_error",
+        {
+      *res = ErrorResponse(g, x, 502, "upstream_error",
                                      "invalid_upstream_response",
                                      "the upstream response is not a JSON object", keep_alive);
+      co_return Handled::kReply;
+    }
       }
     }
     x->upstream_us = MonoMicros() - up0;
@@ -648,22 +694,30 @@ asio::awaitable<bool> ChatCompletions(Gateway* g, beast::tcp_stream& stream,
         JudgeResponse(*engine, body, ctx, &response, x, g->options.fail_open);
     if (blocked && blocked->error && !blocked->blocked) {
       x->outcome = "not_evaluated";
-      co_return co_await SendError(g, stream, x, 500, "policy_error", "policy_evaluation_failed",
+      {
+      *res = ErrorResponse(g, x, 500, "policy_error", "policy_evaluation_failed",
                                    "the response could not be evaluated: " +
                                        blocked->error_message,
                                    keep_alive);
+      co_return Handled::kReply;
+    }
     }
     if (blocked) {
       const PolicyHit* h = blocked->blocking();
       x->outcome = "blocked";
-      co_return co_await SendError(
-          g, stream, x, 409, "policy_violation",
+      {
+      *res = ErrorResponse(g, x, 409, "policy_violation",
           PolicyCode(*h, blocked->stage == "tool_call" ? "tool_blocked" : "output_blocked"),
           h->message, keep_alive, h->policy);
+      co_return Handled::kReply;
+    }
     }
     x->status = 200;
     WriteAudit(g, *x);
-    co_return co_await SendBody(stream, x, 200, Dump(response), "application/json", keep_alive);
+    {
+      *res = BodyResponse(x, 200, Dump(response), "application/json", keep_alive);
+      co_return Handled::kReply;
+    }
   }
 
   // Streamed: headers now, then frames as they are judged.
@@ -736,12 +790,13 @@ asio::awaitable<bool> ChatCompletions(Gateway* g, beast::tcp_stream& stream,
   if (!client_ok && x->outcome == "allowed") x->outcome = "client_disconnected";
   WriteAudit(g, *x);
   if (client_ok) {
-    co_await asio::async_write(stream, http::make_chunk_last(), Redirect(ec));
+    auto last = http::make_chunk_last();
+    co_await asio::async_write(stream, last, Redirect(ec));
   }
-  co_return false;
+  co_return Handled::kStreamed;
 }
 
-asio::awaitable<bool> Models(Gateway* g, beast::tcp_stream& stream, Exchange* x, bool keep_alive) {
+Response ModelsResponse(Gateway* g, Exchange* x, bool keep_alive) {
   std::shared_ptr<const PolicyEngine> engine = g->Engine();
   Json data = Json::array();
   if (engine != nullptr) {
@@ -752,7 +807,7 @@ asio::awaitable<bool> Models(Gateway* g, beast::tcp_stream& stream, Exchange* x,
     }
   }
   Json list = {{"object", "list"}, {"data", std::move(data)}};
-  co_return co_await SendBody(stream, x, 200, Dump(list), "application/json", keep_alive);
+  return BodyResponse(x, 200, Dump(list), "application/json", keep_alive);
 }
 
 // Refuses the rest of a request the gateway will not read (too large), then
@@ -763,7 +818,7 @@ asio::awaitable<void> Linger(beast::tcp_stream& stream, beast::flat_buffer& buff
   stream.socket().shutdown(tcp::socket::shutdown_send, ec);
   stream.expires_after(std::chrono::seconds(2));
   std::size_t drained = 0;
-  char sink[16 << 10];
+  std::vector<char> sink(16 << 10);
   buffer.clear();
   while (!ec && drained < (64u << 20)) {
     std::size_t n = co_await stream.async_read_some(asio::buffer(sink), Redirect(ec));
@@ -848,10 +903,11 @@ asio::awaitable<void> Session(tcp::socket socket, Gateway* g) {
     x.t0 = MonoMicros();
     x.request_id = NewId("req_");
     if (ec == http::error::header_limit) {
-      co_await SendError(g, stream, &x, 431, "validation_error", "headers_too_large",
-                         "the request headers exceed " +
-                             std::to_string(g->options.max_header_bytes) + " bytes",
-                         false);
+      Response r = ErrorResponse(g, &x, 431, "validation_error", "headers_too_large",
+                                 "the request headers exceed " +
+                                     std::to_string(g->options.max_header_bytes) + " bytes",
+                                 false);
+      co_await Write(stream, r);
       break;
     }
     // A Content-Length over the limit fails the header read already.
@@ -859,7 +915,9 @@ asio::awaitable<void> Session(tcp::socket socket, Gateway* g) {
     stream.expires_after(
         std::chrono::milliseconds(static_cast<int64_t>(g->options.client_timeout_ms)));
     auto& head = parser.get();
-    if (!ec) co_await http::async_read(stream, buffer, parser, Redirect(ec));
+    if (!ec) {
+      co_await http::async_read(stream, buffer, parser, Redirect(ec));
+    }
     // Ids and correlation headers first: every answer, errors included,
     // carries them.
     auto h = [&](const char* name) {
@@ -877,58 +935,61 @@ asio::awaitable<void> Session(tcp::socket socket, Gateway* g) {
     if (x.client_key.empty()) x.client_key = h("api-key");
     x.key_fingerprint = KeyFingerprint(x.client_key);
     if (ec == http::error::body_limit) {
-      co_await SendError(g, stream, &x, 413, "validation_error", "request_too_large",
-                         "the request body exceeds " + std::to_string(g->options.max_body_bytes) +
-                             " bytes",
-                         false);
+      Response r = ErrorResponse(g, &x, 413, "validation_error", "request_too_large",
+                                 "the request body exceeds " +
+                                     std::to_string(g->options.max_body_bytes) + " bytes",
+                                 false);
+      co_await Write(stream, r);
       co_await Linger(stream, buffer);
       co_return;
     }
     if (ec == beast::error::timeout) {
-      co_await SendError(g, stream, &x, 408, "validation_error", "request_timeout",
-                         "the request was not received in time", false);
+      Response r = ErrorResponse(g, &x, 408, "validation_error", "request_timeout",
+                                 "the request was not received in time", false);
+      co_await Write(stream, r);
       break;
     }
     if (ec) break;
     auto& req = parser.get();
     bool keep_alive = req.keep_alive() && !g->stopping.load();
     std::string target = x.path.substr(0, x.path.find('?'));
-    bool ok = false;
+    Response res;
+    Handled handled = Handled::kReply;
     if (target == "/v1/chat/completions" || target == "/chat/completions") {
       if (req.method() != http::verb::post) {
-        ok = co_await SendError(g, stream, &x, 405, "invalid_request_error", "method_not_allowed",
-                                "use POST for chat completions", keep_alive);
+        res = ErrorResponse(g, &x, 405, "invalid_request_error", "method_not_allowed",
+                            "use POST for chat completions", keep_alive);
       } else if (g->in_flight.load() >= g->options.max_concurrency) {
-        std::vector<std::pair<std::string, std::string>> retry;
-        retry.emplace_back("retry-after", "1");
-        ok = co_await SendError(g, stream, &x, 503, "unavailable", "overloaded",
-                                "too many requests in flight", keep_alive, {}, std::move(retry));
+        res = ErrorResponse(g, &x, 503, "unavailable", "overloaded", "too many requests in flight",
+                            keep_alive, {}, {{"retry-after", "1"}});
       } else {
         ++g->in_flight;
         struct Done {
           Gateway* g;
           ~Done() { --g->in_flight; }
         } done{g};
-        ok = co_await ChatCompletions(g, stream, req, &x, keep_alive);
+        handled = co_await ChatCompletions(g, stream, req, &x, keep_alive, &res);
       }
     } else if (target == "/v1/models" && req.method() == http::verb::get) {
       x.path.clear();  // not audited
-      ok = co_await Models(g, stream, &x, keep_alive);
+      res = ModelsResponse(g, &x, keep_alive);
     } else if (target == "/healthz") {
       x.path.clear();
-      ok = co_await SendBody(stream, &x, 200, R"({"status":"ok"})", "application/json", keep_alive);
+      res = BodyResponse(&x, 200, R"({"status":"ok"})", "application/json", keep_alive);
     } else if (target == "/readyz") {
       x.path.clear();
       bool ready = g->Engine() != nullptr;
-      ok = co_await SendBody(stream, &x, ready ? 200 : 503,
-                             ready ? R"({"status":"ready"})" : R"({"status":"not ready"})",
-                             "application/json", keep_alive);
+      res = BodyResponse(&x, ready ? 200 : 503,
+                         ready ? R"({"status":"ready"})" : R"({"status":"not ready"})",
+                         "application/json", keep_alive);
     } else {
       x.path.clear();
-      ok = co_await SendError(g, stream, &x, 404, "invalid_request_error", "not_found",
-                              "no route for " + std::string(req.method_string()) + " " + target,
-                              keep_alive);
+      res = ErrorResponse(g, &x, 404, "invalid_request_error", "not_found",
+                          "no route for " + std::string(req.method_string()) + " " + target,
+                          keep_alive);
     }
+    if (handled == Handled::kStreamed) break;
+    bool ok = co_await Write(stream, res);
     if (!ok) break;
   }
   beast::error_code ec;

@@ -173,10 +173,9 @@ asio::awaitable<bool> UpstreamExchange::ReadSome(std::string* out) {
     done_ = true;
     co_return false;
   }
-  char buf[16 << 10];
   auto& body = parser_->get().body();
-  body.data = buf;
-  body.size = sizeof buf;
+  body.data = read_buf_.data();
+  body.size = read_buf_.size();
   auto remaining = deadline_ - Clock::now();
   if (remaining <= Clock::duration::zero()) {
     co_return Fail(UpstreamFailure::kTimeout, {}, "upstream total timeout");
@@ -194,20 +193,22 @@ asio::awaitable<bool> UpstreamExchange::ReadSome(std::string* out) {
   if (ec) {
     co_return Fail(UpstreamFailure::kProtocol, ec, "reading the upstream response");
   }
-  std::size_t n = sizeof buf - body.size;
+  std::size_t n = read_buf_.size() - body.size;
   body_bytes_ += n;
   if (body_bytes_ > max_body_) {
     co_return Fail(UpstreamFailure::kTooLarge, {},
                    "the upstream response exceeds " + std::to_string(max_body_) + " bytes");
   }
-  out->append(buf, n);
+  out->append(read_buf_.data(), n);
   if (parser_->is_done()) done_ = true;
   co_return true;
 }
 
 asio::awaitable<bool> UpstreamExchange::ReadAll(std::string* out) {
+  // (co_await is kept out of conditions: GCC 12 miscompiles some of those.)
   while (!done_) {
-    if (!co_await ReadSome(out)) break;
+    bool more = co_await ReadSome(out);
+    if (!more) break;
   }
   co_return done_ && failure_ == UpstreamFailure::kNone;
 }

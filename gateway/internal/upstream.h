@@ -6,6 +6,7 @@
 #ifndef KT_GATEWAY_INTERNAL_UPSTREAM_H_
 #define KT_GATEWAY_INTERNAL_UPSTREAM_H_
 
+#include <array>
 #include <deque>
 #include <map>
 #include <memory>
@@ -90,6 +91,7 @@ class UpstreamExchange {
   std::unique_ptr<UpstreamPool::Conn> conn_;
   std::unique_ptr<http::response_parser<http::buffer_body>> parser_;
   std::chrono::steady_clock::time_point deadline_;
+  std::array<char, 16 << 10> read_buf_;
   std::size_t body_bytes_ = 0;
   bool done_ = false;
   UpstreamFailure failure_ = UpstreamFailure::kNone;

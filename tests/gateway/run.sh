@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Runs the gateway integration tests: installs the pinned `openai` npm
+# package (package-lock.json) when it is missing, then drives the real
+# `kt gateway run` binary with it.
+#   tests/gateway/run.sh path/to/kt
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+kt=$(realpath "$1")
+if [[ ! -f "$here/node_modules/openai/package.json" ]]; then
+  (cd "$here" && npm ci --no-audit --no-fund --loglevel=error)
+fi
+cd "$here/../.."
+KT_BIN="$kt" KT_SOURCE_DIR="$PWD" exec node --test --test-concurrency=1 --test-reporter=spec \
+  "$here/gateway_test.mjs"
