@@ -302,6 +302,7 @@ class StreamRelay {
     if (chunk.contains("usage") && chunk["usage"].is_object()) x_->usage = chunk["usage"];
     bool hold = !held_.empty();
     bool finished_tools = false;
+    bool modified = false;  // unmodified events go out byte for byte
     if (chunk.contains("choices") && chunk["choices"].is_array()) {
       for (Json& choice : chunk["choices"]) {
         if (!choice.is_object()) continue;
@@ -317,10 +318,12 @@ class StreamRelay {
         if (delta.contains("content") && delta["content"].is_string()) {
           OutputStream* s = StreamFor(index, out);
           if (s == nullptr) return false;
-          if (!s->Feed(delta["content"].get<std::string>(), &release)) {
-            return Blocked(s->decision(), out);
+          const std::string& content = delta["content"].get_ref<const std::string&>();
+          if (!s->Feed(content, &release)) return Blocked(s->decision(), out);
+          if (release != content) {
+            delta["content"] = release;
+            modified = true;
           }
-          delta["content"] = release;
         }
         if (choice.contains("finish_reason") && !choice["finish_reason"].is_null()) {
           release.clear();
@@ -337,13 +340,14 @@ class StreamRelay {
               delta["content"] = delta.value("content", Json("")).is_string()
                                      ? delta.value("content", std::string()) + release
                                      : release;
+              modified = true;
             }
           }
           if (tools_.count(index)) finished_tools = true;
         }
       }
     }
-    std::string frame = "data: " + Dump(chunk) + "\n\n";
+    std::string frame = "data: " + (modified ? Dump(chunk) : ev.data) + "\n\n";
     if (hold) {
       held_ += frame;
       if (held_.size() > g_->options.max_upstream_body_bytes) {

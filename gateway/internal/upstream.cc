@@ -78,7 +78,12 @@ UpstreamExchange::~UpstreamExchange() {
 }
 
 bool UpstreamExchange::Fail(UpstreamFailure f, const beast::error_code& ec, std::string what) {
-  if (ec == beast::error::timeout) f = UpstreamFailure::kTimeout;
+  // Past the operation's deadline, whatever the error says (a timer that
+  // fired reports as a timeout or as a cancelled operation), it timed out.
+  if (ec == beast::error::timeout ||
+      (ec && op_deadline_ != Clock::time_point() && Clock::now() >= op_deadline_)) {
+    f = UpstreamFailure::kTimeout;
+  }
   failure_ = f;
   error_ = std::move(what) + (ec ? ": " + ec.message() : "");
   if (conn_ != nullptr) {
@@ -86,6 +91,11 @@ bool UpstreamExchange::Fail(UpstreamFailure f, const beast::error_code& ec, std:
     conn_->tcp().socket().close(ignored);
   }
   return false;
+}
+
+void UpstreamExchange::Expire(std::chrono::milliseconds after) {
+  op_deadline_ = Clock::now() + after;
+  conn_->tcp().expires_after(after);
 }
 
 void UpstreamExchange::Cancel() {
@@ -110,7 +120,7 @@ asio::awaitable<bool> UpstreamExchange::Start(http::request<http::string_body> r
     beast::error_code ec;
     if (!conn_->connected) {
       asio::ip::tcp::resolver resolver(co_await asio::this_coro::executor);
-      conn_->tcp().expires_after(Ms(timeouts.connect_ms));
+      Expire(Ms(timeouts.connect_ms));
       auto results = co_await resolver.async_resolve(url_.host, url_.port, redirect(ec));
       if (ec) co_return Fail(UpstreamFailure::kConnect, ec, "cannot resolve " + url_.host);
       co_await conn_->tcp().async_connect(results, redirect(ec));
@@ -128,9 +138,8 @@ asio::awaitable<bool> UpstreamExchange::Start(http::request<http::string_body> r
       }
       conn_->connected = true;
     }
-    conn_->tcp().expires_after(Ms(std::min(
-        timeouts.first_byte_ms,
-        std::chrono::duration<double, std::milli>(deadline_ - Clock::now()).count())));
+    Expire(Ms(std::min(timeouts.first_byte_ms,
+                       std::chrono::duration<double, std::milli>(deadline_ - Clock::now()).count())));
     if (conn_->tls) {
       co_await http::async_write(conn_->stream, request, redirect(ec));
     } else {
@@ -180,7 +189,7 @@ asio::awaitable<bool> UpstreamExchange::ReadSome(std::string* out) {
   if (remaining <= Clock::duration::zero()) {
     co_return Fail(UpstreamFailure::kTimeout, {}, "upstream total timeout");
   }
-  conn_->tcp().expires_after(std::chrono::duration_cast<std::chrono::milliseconds>(remaining));
+  Expire(std::chrono::duration_cast<std::chrono::milliseconds>(remaining));
   beast::error_code ec;
   if (conn_->tls) {
     co_await http::async_read_some(conn_->stream, conn_->buffer, *parser_,

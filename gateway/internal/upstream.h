@@ -85,12 +85,14 @@ class UpstreamExchange {
 
  private:
   bool Fail(UpstreamFailure f, const beast::error_code& ec, std::string what);
+  void Expire(std::chrono::milliseconds after);  // the timeout of the next operations
   UpstreamPool* pool_;
   Url url_;
   std::size_t max_body_;
   std::unique_ptr<UpstreamPool::Conn> conn_;
   std::unique_ptr<http::response_parser<http::buffer_body>> parser_;
-  std::chrono::steady_clock::time_point deadline_;
+  std::chrono::steady_clock::time_point deadline_;     // the whole exchange
+  std::chrono::steady_clock::time_point op_deadline_;  // the current operation
   std::array<char, 16 << 10> read_buf_;
   std::size_t body_bytes_ = 0;
   bool done_ = false;

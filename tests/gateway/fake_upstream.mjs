@@ -18,10 +18,11 @@
 // Every request is recorded (method, path, headers, body), and so is a
 // client that went away before a response was complete (`cancelled`).
 import http from 'node:http';
+import https from 'node:https';
 
-export function startFakeUpstream({ name = 'fake', port = 0, quiet = true } = {}) {
+export function startFakeUpstream({ name = 'fake', port = 0, quiet = true, tls = null } = {}) {
   const state = { name, requests: [], cancelled: [], seenKeys: new Set() };
-  const server = http.createServer((req, res) => {
+  const server = (tls ? https : http).createServer(tls ?? {}, (req, res) => {
     let body = '';
     req.setEncoding('utf8');
     req.on('data', (c) => (body += c));
@@ -30,7 +31,7 @@ export function startFakeUpstream({ name = 'fake', port = 0, quiet = true } = {}
   server.keepAliveTimeout = 60000;
   return new Promise((resolve) => {
     server.listen(port, '127.0.0.1', () => {
-      const url = `http://127.0.0.1:${server.address().port}/v1`;
+      const url = `${tls ? 'https://localhost' : 'http://127.0.0.1'}:${server.address().port}/v1`;
       resolve({ url, state, close: () => new Promise((r) => { server.closeAllConnections?.(); server.close(r); }) });
       if (!quiet) console.log(`fake upstream ${name} on ${url}`);
     });

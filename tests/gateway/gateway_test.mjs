@@ -8,7 +8,7 @@
 //   KT_BIN=build/cli/kt node --test tests/gateway/gateway_test.mjs
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -103,12 +103,14 @@ const client = (extra = {}) => new OpenAI({ baseURL: gw.url, apiKey: API_KEY, ..
 // --- The SDK guide, example by example -----------------------------------
 
 test('basic setup: only base_url changes, the key is forwarded upstream', async () => {
-  const r = await client().chat.completions.create({
+  const traceparent = '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01';
+  const r = await client({ defaultHeaders: { traceparent } }).chat.completions.create({
     model: 'gpt-4o', messages: [{ role: 'user', content: 'Explain AI governance briefly.' }],
   });
   assert.equal(r.choices[0].message.content, 'openai-fake says: hello from upstream');
   const seen = fakeA.state.requests.at(-1);
   assert.equal(seen.headers.authorization, `Bearer ${API_KEY}`);
+  assert.equal(seen.headers.traceparent, traceparent);
   assert.equal(seen.body.messages[0].content, 'Explain AI governance briefly.');
 });
 
@@ -387,7 +389,7 @@ test('an unreachable upstream is a 502 envelope', async () => {
 test('an upstream timeout is a 504 envelope', async () => {
   await assert.rejects(client({ maxRetries: 0 }).chat.completions.create({ model: 'gpt-4o',
     messages: [{ role: 'user', content: 'fake:slow 4000' }] }), (e) => {
-    assert.equal(e.status, 504);
+    assert.equal(e.status, 504, e.message);
     assert.equal(e.error.code, 'upstream_timeout');
     return true;
   });
@@ -469,6 +471,34 @@ test('the audit trail never holds the API key and chains every line', async () =
   for (const line of lines) {
     assert.equal(JSON.parse(line).prev_hash, prev);
     prev = createHash('sha256').update(line).digest('hex');
+  }
+});
+
+test('TLS upstreams: verified against the CA, refused when untrusted', async () => {
+  const key = path.join(tmp, 'tls-key.pem');
+  const cert = path.join(tmp, 'tls-cert.pem');
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1', '-subj', '/CN=localhost',
+    '-addext', 'subjectAltName=DNS:localhost', '-keyout', key, '-out', cert], { stdio: 'ignore' });
+  const tlsFake = await startFakeUpstream({ name: 'tls-fake', tls: { key: fs.readFileSync(key), cert: fs.readFileSync(cert) } });
+  const policy = path.join(SRC, 'examples/policies/quickstart.ktp');
+  const trusted = await startGateway('tls-trusted', ['--policy', policy, '--upstream', tlsFake.url, '--ca-file', cert]);
+  const untrusted = await startGateway('tls-untrusted', ['--policy', policy, '--upstream', tlsFake.url]);
+  try {
+    const ok = await new OpenAI({ baseURL: trusted.url, apiKey: API_KEY }).chat.completions.create({
+      model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }] });
+    assert.equal(ok.choices[0].message.content, 'tls-fake says: hello from upstream');
+    assert.equal(tlsFake.state.requests.at(-1).headers.authorization, `Bearer ${API_KEY}`);
+    await assert.rejects(new OpenAI({ baseURL: untrusted.url, apiKey: API_KEY, maxRetries: 0 }).chat.completions.create({
+      model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }] }), (e) => {
+      assert.equal(e.status, 502);
+      assert.equal(e.error.code, 'upstream_unreachable');
+      assert.match(e.error.message, /TLS|certificate|verify/i);
+      return true;
+    });
+  } finally {
+    await trusted.stop();
+    await untrusted.stop();
+    await tlsFake.close();
   }
 });
 
