@@ -1,5 +1,6 @@
 // `kt gateway run`: the gateway's command line.
 #include <cstdlib>
+#include <iostream>
 #include <string>
 
 #include "cli/commands.h"
@@ -56,6 +57,26 @@ void AddGatewayCommands(CLI::App* app, CommonOptions* common, int* exit_code) {
       if (const char* k = std::getenv("KT_UPSTREAM_API_KEY")) options->upstream_api_key = k;
     }
     *exit_code = gateway::Run(*options);
+  });
+
+  CLI::App* audit = app->add_subcommand("audit", "the gateway's audit trail");
+  audit->require_subcommand(1);
+  CLI::App* verify = audit->add_subcommand("verify", "check an audit log's hash chain");
+  auto path = std::make_shared<std::string>();
+  verify->add_option("PATH", *path, "the JSONL audit log")->required();
+  verify->callback([path, exit_code] {
+    gateway::AuditVerification v = gateway::VerifyAuditLog(*path);
+    if (v.ok) {
+      std::cout << *path << ": ok: " << v.lines << " lines, hash chain intact"
+                << (v.continues ? " (continues a rotated log)" : "") << "\n";
+      *exit_code = 0;
+    } else if (v.bad_line == 0) {
+      std::cerr << "kt audit verify: " << v.problem << "\n";
+      *exit_code = 2;
+    } else {
+      std::cout << *path << ":" << v.bad_line << ": chain broken: " << v.problem << "\n";
+      *exit_code = 1;
+    }
   });
 }
 

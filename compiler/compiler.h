@@ -267,6 +267,22 @@ struct ProviderConfig {
   double latency_ms = 0;            // mock: delay before each chunk
 };
 
+// A `limit` declaration: at most `requests` requests (and/or `tokens`
+// tokens) per `window_s` seconds, per key.
+struct LimitConfig {
+  std::string name;
+  int64_t requests = 0;  // 0: no request budget
+  int64_t tokens = 0;    // 0: no token budget
+  double window_s = 0;
+  bool keyed = false;    // false: one global budget
+};
+
+// A limit that applies to one request, and the key it counts under.
+struct LimitKey {
+  std::size_t limit = 0;  // index in PolicyEngine::limits()
+  std::string key;
+};
+
 // Request-scoped facts policies can read besides the body.
 struct EvalContext {
   std::map<std::string, std::string> headers;  // lower-cased names
@@ -303,6 +319,12 @@ class PolicyEngine {
   };
   std::unique_ptr<OutputStream> StartOutput(const nlohmann::json& request, const EvalContext& ctx,
                                             const StreamOptions& options) const;
+
+  // The limits whose `when` holds for this request, with their keys.
+  // False (with `*error`) when a key or condition cannot be evaluated.
+  bool LimitsFor(const nlohmann::json& request, const EvalContext& ctx, std::vector<LimitKey>* out,
+                 std::string* error) const;
+  const std::vector<LimitConfig>& limits() const;
 
   const std::vector<ProviderConfig>& providers() const;
   std::size_t policy_count() const;

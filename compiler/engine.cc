@@ -130,6 +130,8 @@ struct PolicyEngine::Impl {
   std::unique_ptr<internal::KtMatcher> matcher;
   std::unique_ptr<internal::Evaluator> evaluator;
   std::vector<ProviderConfig> providers;
+  std::vector<LimitConfig> limits;
+  std::vector<const internal::LimitDecl*> limit_decls;  // parallel to limits
   std::string version;
   std::size_t policy_count = 0;
   std::set<std::string> stages;
@@ -213,6 +215,22 @@ std::shared_ptr<const PolicyEngine> PolicyEngine::Load(const std::vector<std::st
     if (m->ast == nullptr) continue;
     for (const internal::Decl& d : m->ast->decls) {
       if (d.kind == internal::DeclKind::kPolicy) ++im.policy_count;
+      if (d.kind == internal::DeclKind::kLimit) {
+        LimitConfig l;
+        l.name = d.limit->name.value;
+        for (const internal::LimitClause& c : d.limit->clauses) {
+          if (c.kind == internal::LimitClauseKind::kKey) l.keyed = true;
+          if (c.kind == internal::LimitClauseKind::kRequests ||
+              c.kind == internal::LimitClauseKind::kTokens) {
+            (c.kind == internal::LimitClauseKind::kRequests ? l.requests : l.tokens) = c.amount;
+            const std::string& u = c.unit.text;
+            l.window_s = u == "second" ? 1 : u == "minute" ? 60 : u == "hour" ? 3600 : 86400;
+          }
+        }
+        im.limits.push_back(std::move(l));
+        im.limit_decls.push_back(d.limit.get());
+        continue;
+      }
       if (d.kind != internal::DeclKind::kProvider) continue;
       ProviderConfig p;
       p.name = d.provider->name.text;
@@ -361,6 +379,38 @@ Decision PolicyEngine::EvaluateOutput(const Json& request, std::string* text,
   return d;
 }
 
+bool PolicyEngine::LimitsFor(const Json& request, const EvalContext& ctx,
+                             std::vector<LimitKey>* out, std::string* error) const {
+  const Impl& im = *impl_;
+  out->clear();
+  if (im.limits.empty()) return true;
+  internal::StageInput in = im.Input("input", request, ctx);
+  try {
+    for (std::size_t i = 0; i < im.limit_decls.size(); ++i) {
+      LimitKey k{i, ""};
+      bool applies = true;
+      for (const internal::LimitClause& c : im.limit_decls[i]->clauses) {
+        if (c.kind == internal::LimitClauseKind::kWhen) {
+          internal::Value v = im.evaluator->EvalIn(*c.expr, in);
+          // A condition that cannot be judged counts the request: a limit
+          // must not be escaped by a request policies cannot read.
+          applies = !v || (v->is_boolean() && v->get<bool>());
+        }
+        if (c.kind == internal::LimitClauseKind::kKey) {
+          internal::Value v = im.evaluator->EvalIn(*c.expr, in);
+          k.key = !v ? "" : v->is_string() ? v->get<std::string>() : v->dump();
+        }
+      }
+      if (applies) out->push_back(std::move(k));
+    }
+  } catch (const std::exception& e) {
+    *error = std::string("a limit could not be evaluated: ") + e.what();
+    return false;
+  }
+  return true;
+}
+
+const std::vector<LimitConfig>& PolicyEngine::limits() const { return impl_->limits; }
 const std::vector<ProviderConfig>& PolicyEngine::providers() const { return impl_->providers; }
 std::size_t PolicyEngine::policy_count() const { return impl_->policy_count; }
 const std::string& PolicyEngine::version() const { return impl_->version; }

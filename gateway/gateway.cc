@@ -57,26 +57,13 @@ int Run(const Options& options) {
   g.started_us = NowMicros();
 
   // Policies first: a gateway that cannot enforce must not start serving.
-  kt::Options compile;
-  compile.stdlib_paths = options.stdlib_paths;
-  std::vector<Diagnostic> missing;
-  std::vector<std::string> files;
-  for (std::string& f : CollectPolicyFiles(options.policy_paths, &missing)) {
-    // A file named twice (itself, then in its directory) loads once, first.
-    if (std::find(files.begin(), files.end(), f) == files.end()) files.push_back(std::move(f));
-  }
-  SourceMap sources;
-  if (!missing.empty()) {
-    std::cerr << RenderText(missing, sources, false);
+  std::string error;
+  std::shared_ptr<PolicyState> state = LoadState(options, nullptr, &error);
+  if (state == nullptr) {
+    std::cerr << error << "kt gateway: the policy set has errors; not starting\n";
     return 2;
   }
-  LintResult lint;
-  std::shared_ptr<const PolicyEngine> engine = PolicyEngine::Load(files, compile, &sources, &lint);
-  if (engine == nullptr) {
-    std::cerr << RenderText(lint.diagnostics, sources, false);
-    std::cerr << "kt gateway: the policy set has errors; not starting\n";
-    return 2;
-  }
+  const PolicyEngine& engine = *state->engine;
   if (!options.upstream.empty()) {
     Url u;
     if (!ParseUrl(options.upstream, &u)) {
@@ -84,7 +71,6 @@ int Run(const Options& options) {
       return 2;
     }
   }
-  std::string error;
   if (!g.audit.Open(options.audit_log, options.audit_fsync, &error)) {
     std::cerr << "kt gateway: " << error << "\n";
     return 2;
@@ -114,18 +100,35 @@ int Run(const Options& options) {
     std::cerr << "kt gateway: cannot listen on " << options.listen << ": " << ec.message() << "\n";
     return 2;
   }
-  {
-    std::lock_guard lock(g.engine_mu);
-    g.engine = engine;
-  }
+  g.Install(state);
   std::cerr << "kt gateway: listening on " << acceptor.local_endpoint().address().to_string()
-            << ":" << acceptor.local_endpoint().port() << " with " << engine->policy_count()
-            << " policies from " << files.size() << " files (version " << engine->version()
+            << ":" << acceptor.local_endpoint().port() << " with " << engine.policy_count()
+            << " policies from " << state->files << " files (version " << engine.version()
             << ")";
   if (!options.upstream.empty()) std::cerr << ", upstream " << options.upstream;
   std::cerr << std::endl;
 
   asio::co_spawn(g.io, Accept(&acceptor, &g), asio::detached);
+
+  // SIGHUP: reopen the audit log (rotation) and reload the policies; a
+  // failed reload keeps the set in force and says why.
+  asio::signal_set hup(g.io, SIGHUP);
+  std::function<void()> wait_hup = [&] {
+    hup.async_wait([&](const beast::error_code& e, int) {
+      if (e) return;
+      std::string why;
+      if (!g.audit.Reopen(&why)) std::cerr << "kt gateway: " << why << std::endl;
+      if (Reload(&g, &why)) {
+        std::cerr << "kt gateway: SIGHUP: reloaded policies (version "
+                  << g.Current()->engine->version() << ")" << std::endl;
+      } else {
+        std::cerr << why << "kt gateway: SIGHUP: reload failed; still serving version "
+                  << g.Current()->engine->version() << std::endl;
+      }
+      if (!g.stopping.load()) wait_hup();
+    });
+  };
+  wait_hup();
 
   // Shutdown: stop accepting, close idle keep-alive connections, let the
   // requests in flight finish (bounded by drain_timeout_ms), then stop.
@@ -155,6 +158,7 @@ int Run(const Options& options) {
     g.stopping = true;
     beast::error_code ignored;
     acceptor.close(ignored);
+    hup.cancel(ignored);
     drain_deadline = MonoMicros() + static_cast<int64_t>(options.drain_timeout_ms * 1000);
     wait_drained();
   });

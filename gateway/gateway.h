@@ -54,10 +54,26 @@ struct Options {
   std::size_t stream_max_hold = 64u << 10;
   double drain_timeout_ms = 30000;
   std::string ca_file;  // extra CA bundle for upstream TLS (tests); system CAs otherwise
+  // POST /admin/reload is accepted from loopback, or from anywhere with
+  // `Authorization: Bearer <admin_token>` when one is set.
+  std::string admin_token;
 };
 
 // Runs the gateway until SIGINT/SIGTERM. Returns the process exit code.
 int Run(const Options& options);
+
+// `kt audit verify`: checks the hash chain of an audit log. Each line's
+// `prev_hash` must be the SHA-256 of the line before it; the first line's
+// must be the genesis value (64 zeros) unless the file continues a rotated
+// one (`continues` is then true and the chain is checked from there).
+struct AuditVerification {
+  bool ok = false;
+  std::size_t lines = 0;
+  std::size_t bad_line = 0;  // 1-based; 0 when ok
+  std::string problem;
+  bool continues = false;
+};
+AuditVerification VerifyAuditLog(const std::string& path);
 
 }  // namespace kt::gateway
 

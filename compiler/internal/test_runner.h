@@ -99,6 +99,11 @@ class Evaluator {
   Outcome Evaluate(const StageInput& in);
   // Whether the policy's `when` holds (true without one).
   bool Holds(const PolicyDecl& policy, const StageInput& in);
+  // Any checked expression of the stage (a limit's key or condition).
+  Value EvalIn(const Expr& e, const StageInput& in) {
+    Env env{&in, {}};
+    return Eval(e, &env);
+  }
   // The stage's policies in evaluation order (all loaded files when
   // `scope` is null).
   std::vector<const PolicyDecl*> PoliciesOn(const std::string& stage, const Module* scope) const;

@@ -5,7 +5,9 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <vector>
 
+#include "gateway/gateway.h"
 #include "gateway/internal/util.h"
 
 namespace kt::gateway {
@@ -73,6 +75,46 @@ bool AuditLog::Reopen(std::string* error) {
   if (file_ != nullptr) std::fclose(file_);
   file_ = fresh;
   return true;
+}
+
+AuditVerification VerifyAuditLog(const std::string& path) {
+  AuditVerification v;
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    v.problem = "cannot open " + path;
+    return v;
+  }
+  // Each line's own hash and the hash it claims for the line before it.
+  std::vector<std::string> hashes, claims;
+  std::string line;
+  while (std::getline(in, line)) {
+    ++v.lines;
+    nlohmann::json event = nlohmann::json::parse(line, nullptr, false);
+    if (event.is_discarded() || !event.is_object() || !event.contains("prev_hash") ||
+        !event["prev_hash"].is_string()) {
+      v.bad_line = v.lines;
+      v.problem = "line " + std::to_string(v.lines) + " is not an audit record with a prev_hash";
+      return v;
+    }
+    claims.push_back(event["prev_hash"].get<std::string>());
+    hashes.push_back(Sha256Hex(line));
+  }
+  if (!claims.empty()) v.continues = claims[0] != kGenesisHash;
+  for (std::size_t k = 1; k < claims.size(); ++k) {
+    if (claims[k] == hashes[k - 1]) continue;
+    // The chain breaks between line k and line k+1 (1-based). If it also
+    // breaks right after, line k+1 itself changed (its prev_hash field
+    // included); otherwise line k's content did.
+    const bool next_breaks = k + 1 < claims.size() && claims[k + 1] != hashes[k];
+    const std::size_t edited = next_breaks ? k + 1 : k;
+    v.bad_line = edited;
+    v.problem = "line " + std::to_string(edited) + " was modified: the hash chain breaks between lines " +
+                std::to_string(k) + " and " + std::to_string(k + 1) +
+                " (or lines were inserted or removed there)";
+    return v;
+  }
+  v.ok = true;
+  return v;
 }
 
 }  // namespace kt::gateway

@@ -115,6 +115,19 @@ void WriteAudit(Gateway* g, const Exchange& x) {
   if (x.stream) e["stream_hold"] = {{"max_held_bytes", x.max_held}, {"capped", x.stream_capped}};
   if (!x.prompt.is_null()) e["prompt"] = x.prompt;
   g->audit.Write(std::move(e));
+
+  // Metrics from the same facts as the audit record.
+  g->metrics.CountRequest(x.status, x.model, x.provider);
+  for (const Json& d : x.decisions) {
+    if (d.contains("policy")) {
+      g->metrics.CountDecision(d.value("policy", ""), d.value("action", ""), d.value("mode", ""));
+    }
+  }
+  if (x.error_code.rfind("upstream_", 0) == 0) g->metrics.CountUpstreamError(x.error_code);
+  g->metrics.policy_latency.Observe(static_cast<double>(x.policy_us) / 1e6);
+  if (x.upstream_us > 0) g->metrics.upstream_latency.Observe(static_cast<double>(x.upstream_us) / 1e6);
+  g->metrics.total_latency.Observe(static_cast<double>(total) / 1e6);
+  if (x.stream_capped) ++g->metrics.hold_capped;
 }
 
 void SetCommonHeaders(http::fields* h, const Exchange& x) {
@@ -525,10 +538,50 @@ asio::awaitable<void> Sleep(double ms) {
 
 // ------------------------------------------------------- chat completions
 
+// 429: which limit, and when to come back (seconds, and milliseconds for the
+// SDKs that read retry-after-ms).
+Response RateLimitResponse(Gateway* g, Exchange* x, const LimitConfig& limit,
+                           const LimitCounter::Verdict& v, bool keep_alive) {
+  x->outcome = "rate_limited";
+  x->decisions.push_back({{"stage", "limit"}, {"limit", limit.name}, {"verdict", "rate_limited"}});
+  g->metrics.CountRateLimited(limit.name);
+  const double retry = std::max(v.retry_after_s, 0.001);
+  Headers h = {{"retry-after", std::to_string(static_cast<int64_t>(std::ceil(retry)))},
+               {"retry-after-ms", std::to_string(static_cast<int64_t>(std::ceil(retry * 1000)))}};
+  if (limit.requests > 0) {
+    h.emplace_back("x-ratelimit-limit-requests", std::to_string(limit.requests));
+    h.emplace_back("x-ratelimit-remaining-requests", "0");
+    h.emplace_back("x-ratelimit-reset-requests", std::to_string(static_cast<int64_t>(std::ceil(v.reset_s * 1000))) + "ms");
+  }
+  std::string what = limit.requests > 0 ? std::to_string(limit.requests) + " requests"
+                                        : std::to_string(limit.tokens) + " tokens";
+  std::string window = limit.window_s == 1 ? "second" : limit.window_s == 60 ? "minute"
+                       : limit.window_s == 3600 ? "hour" : "day";
+  std::string message = "rate limit `" + limit.name + "` exceeded: " + what + " per " + window;
+  x->status = 429;
+  x->error_code = "rate_limit_exceeded";
+  x->error_message = message;
+  WriteAudit(g, *x);
+  Json envelope = ErrorEnvelope("rate_limit", "rate_limit_exceeded", message, x->request_id);
+  envelope["error"]["limit"] = limit.name;
+  return BodyResponse(x, 429, Dump(envelope), "application/json", keep_alive, h);
+}
+
+void CountTokens(const std::vector<std::pair<LimitCounter*, std::string>>& acquired,
+                 const Json& usage) {
+  if (!usage.is_object() || !usage.contains("total_tokens") ||
+      !usage["total_tokens"].is_number_integer()) {
+    return;
+  }
+  const int64_t tokens = usage["total_tokens"].get<int64_t>();
+  for (const auto& [counter, key] : acquired) counter->AddTokens(key, tokens, MonoMicros());
+}
+
 asio::awaitable<Handled> ChatCompletions(Gateway* g, beast::tcp_stream& stream,
                                          http::request<http::string_body>& req, Exchange* x,
                                          bool keep_alive, Response* res) {
-  std::shared_ptr<const PolicyEngine> engine = g->Engine();
+  std::shared_ptr<const PolicyState> state = g->Current();
+  const PolicyEngine* engine = state == nullptr ? nullptr : state->engine.get();
   if (engine == nullptr) {
     {
       *res = ErrorResponse(g, x, 503, "unavailable", "not_ready",
@@ -557,6 +610,30 @@ asio::awaitable<Handled> ChatCompletions(Gateway* g, beast::tcp_stream& stream,
   x->stream = body.contains("stream") && body["stream"].is_boolean() && body["stream"].get<bool>();
   if (g->options.audit_prompts) x->prompt = body["messages"];
   const EvalContext ctx = ContextOf(*x, req);
+
+  // Rate limits: before the policies and before any upstream call.
+  std::vector<LimitKey> limit_keys;
+  std::vector<std::pair<LimitCounter*, std::string>> acquired;
+  {
+    std::string error;
+    if (!engine->LimitsFor(body, ctx, &limit_keys, &error) && !g->options.fail_open) {
+      x->outcome = "not_evaluated";
+      *res = ErrorResponse(g, x, 500, "policy_error", "policy_evaluation_failed", error, keep_alive);
+      co_return Handled::kReply;
+    }
+    const int64_t now = MonoMicros();
+    for (const LimitKey& k : limit_keys) {
+      LimitCounter* counter = state->limits[k.limit].get();
+      LimitCounter::Verdict v = counter->Acquire(k.key, now);
+      if (v.admitted) {
+        acquired.emplace_back(counter, k.key);
+        continue;
+      }
+      for (auto& [c, key] : acquired) c->Release(key, now);
+      *res = RateLimitResponse(g, x, counter->config(), v, keep_alive);
+      co_return Handled::kReply;
+    }
+  }
 
   // Input stage: before any upstream call.
   Json forward;
@@ -717,6 +794,7 @@ asio::awaitable<Handled> ChatCompletions(Gateway* g, beast::tcp_stream& stream,
     }
     }
     x->status = 200;
+    CountTokens(acquired, x->usage);
     WriteAudit(g, *x);
     {
       *res = BodyResponse(x, 200, Dump(response), "application/json", keep_alive);
@@ -736,6 +814,11 @@ asio::awaitable<Handled> ChatCompletions(Gateway* g, beast::tcp_stream& stream,
   co_await http::async_write_header(stream, sr, Redirect(ec));
   x->status = 200;
   StreamRelay relay(g, *engine, body, ctx, x);
+  ++g->metrics.active_streams;
+  struct StreamGauge {
+    Gateway* g;
+    ~StreamGauge() { --g->metrics.active_streams; }
+  } gauge{g};
   bool client_ok = !ec;
   bool open = client_ok;
   if (ex == nullptr) {
@@ -792,6 +875,7 @@ asio::awaitable<Handled> ChatCompletions(Gateway* g, beast::tcp_stream& stream,
   }
   x->upstream_us = MonoMicros() - up0;
   if (!client_ok && x->outcome == "allowed") x->outcome = "client_disconnected";
+  CountTokens(acquired, x->usage);
   WriteAudit(g, *x);
   if (client_ok) {
     auto last = http::make_chunk_last();
@@ -801,7 +885,8 @@ asio::awaitable<Handled> ChatCompletions(Gateway* g, beast::tcp_stream& stream,
 }
 
 Response ModelsResponse(Gateway* g, Exchange* x, bool keep_alive) {
-  std::shared_ptr<const PolicyEngine> engine = g->Engine();
+  std::shared_ptr<const PolicyState> state = g->Current();
+  const PolicyEngine* engine = state == nullptr ? nullptr : state->engine.get();
   Json data = Json::array();
   if (engine != nullptr) {
     for (const ProviderConfig& p : engine->providers()) {
@@ -832,6 +917,107 @@ asio::awaitable<void> Linger(beast::tcp_stream& stream, beast::flat_buffer& buff
 }
 
 }  // namespace
+
+std::shared_ptr<PolicyState> LoadState(const Options& options, const PolicyState* previous,
+                                       std::string* error) {
+  kt::Options compile;
+  compile.stdlib_paths = options.stdlib_paths;
+  std::vector<Diagnostic> missing;
+  std::vector<std::string> files;
+  for (std::string& f : CollectPolicyFiles(options.policy_paths, &missing)) {
+    // A file named twice (itself, then in its directory) loads once, first.
+    if (std::find(files.begin(), files.end(), f) == files.end()) files.push_back(std::move(f));
+  }
+  SourceMap sources;
+  if (!missing.empty()) {
+    *error = RenderText(missing, sources, false);
+    return nullptr;
+  }
+  LintResult lint;
+  std::shared_ptr<const PolicyEngine> engine = PolicyEngine::Load(files, compile, &sources, &lint);
+  if (engine == nullptr) {
+    *error = RenderText(lint.diagnostics, sources, false);
+    return nullptr;
+  }
+  auto state = std::make_shared<PolicyState>();
+  state->engine = engine;
+  state->files = files.size();
+  for (const LimitConfig& l : engine->limits()) {
+    std::shared_ptr<LimitCounter> counter;
+    // An unchanged limit keeps its counters across a reload: a reload must
+    // not hand every caller a fresh budget.
+    if (previous != nullptr) {
+      for (const auto& old : previous->limits) {
+        const LimitConfig& c = old->config();
+        if (c.name == l.name && c.requests == l.requests && c.tokens == l.tokens &&
+            c.window_s == l.window_s && c.keyed == l.keyed) {
+          counter = old;
+        }
+      }
+    }
+    state->limits.push_back(counter != nullptr ? counter : std::make_shared<LimitCounter>(l));
+  }
+  return state;
+}
+
+bool Reload(Gateway* g, std::string* error) {
+  std::lock_guard serial(g->reload_mu);
+  std::shared_ptr<const PolicyState> old = g->Current();
+  std::shared_ptr<PolicyState> fresh = LoadState(g->options, old.get(), error);
+  const bool ok = fresh != nullptr;
+  Json record = {{"ok", ok}, {"at_us", NowMicros()}};
+  if (ok) {
+    record["policy_version"] = fresh->engine->version();
+    record["policies"] = fresh->engine->policy_count();
+    g->Install(std::move(fresh));
+  } else {
+    record["error"] = *error;
+    if (old != nullptr) record["kept_policy_version"] = old->engine->version();
+  }
+  {
+    std::lock_guard lock(g->last_reload_mu);
+    g->last_reload = record;
+  }
+  g->metrics.CountReload(ok);
+  Json event = record;
+  event["event"] = "reload";
+  event["ts_us"] = NowMicros();
+  g->audit.Write(std::move(event));
+  return ok;
+}
+
+Json HealthJson(Gateway* g) {
+  std::shared_ptr<const PolicyState> st = g->Current();
+  Json h = {{"status", st == nullptr ? "starting" : "ok"},
+            {"version", std::string(Version())},
+            {"uptime_s", static_cast<double>(NowMicros() - g->started_us) / 1e6}};
+  if (st != nullptr) {
+    h["policy_version"] = st->engine->version();
+    h["policies"] = st->engine->policy_count();
+    h["policy_files"] = st->files;
+    h["limits"] = st->engine->limits().size();
+    Json providers = Json::array();
+    if (!g->options.upstream.empty()) {
+      providers.push_back({{"name", "upstream"}, {"kind", "openai"}, {"base_url", g->options.upstream}});
+    }
+    for (const ProviderConfig& p : st->engine->providers()) {
+      providers.push_back({{"name", p.name}, {"kind", p.kind}, {"models", p.models}});
+    }
+    h["providers"] = providers;
+  }
+  {
+    std::lock_guard lock(g->last_reload_mu);
+    if (!g->last_reload.is_null()) {
+      h["last_reload"] = g->last_reload;
+      // Serving an older set than the files say is worth a dashboard's
+      // attention.
+      if (!g->last_reload.value("ok", true)) h["status"] = "degraded";
+    }
+  }
+  h["active_streams"] = g->metrics.active_streams.load();
+  h["in_flight"] = g->in_flight.load();
+  return h;
+}
 
 bool RouteFor(const Gateway& g, const PolicyEngine& engine, const std::string& model, Route* out) {
   if (!g.options.upstream.empty()) {
@@ -977,12 +1163,41 @@ asio::awaitable<void> Session(tcp::socket socket, Gateway* g) {
     } else if (target == "/v1/models" && req.method() == http::verb::get) {
       x.path.clear();  // not audited
       res = ModelsResponse(g, &x, keep_alive);
+    } else if (target == "/health" && req.method() == http::verb::get) {
+      x.path.clear();
+      res = BodyResponse(&x, 200, Dump(HealthJson(g)), "application/json", keep_alive);
+    } else if (target == "/metrics" && req.method() == http::verb::get) {
+      x.path.clear();
+      std::shared_ptr<const PolicyState> st = g->Current();
+      res = BodyResponse(&x, 200,
+                         g->metrics.Render(std::string(Version()),
+                                           st == nullptr ? "" : st->engine->version()),
+                         "text/plain; version=0.0.4; charset=utf-8", keep_alive);
+    } else if (target == "/admin/reload" && req.method() == http::verb::post) {
+      x.path.clear();
+      beast::error_code rec;
+      auto remote = stream.socket().remote_endpoint(rec);
+      bool loopback = !rec && remote.address().is_loopback();
+      bool token_ok = !g->options.admin_token.empty() && x.client_key == g->options.admin_token;
+      if (!loopback && !token_ok) {
+        res = ErrorResponse(g, &x, 403, "invalid_request_error", "forbidden",
+                            "reloads are accepted from loopback, or with --admin-token",
+                            keep_alive);
+      } else {
+        std::string error;
+        bool reloaded = Reload(g, &error);
+        Json body = {{"ok", reloaded}};
+        std::shared_ptr<const PolicyState> st = g->Current();
+        if (st != nullptr) body["policy_version"] = st->engine->version();
+        if (!reloaded) body["error"] = error;
+        res = BodyResponse(&x, reloaded ? 200 : 422, Dump(body), "application/json", keep_alive);
+      }
     } else if (target == "/healthz") {
       x.path.clear();
       res = BodyResponse(&x, 200, R"({"status":"ok"})", "application/json", keep_alive);
     } else if (target == "/readyz") {
       x.path.clear();
-      bool ready = g->Engine() != nullptr;
+      bool ready = g->Current() != nullptr;
       res = BodyResponse(&x, ready ? 200 : 503,
                          ready ? R"({"status":"ready"})" : R"({"status":"not ready"})",
                          "application/json", keep_alive);

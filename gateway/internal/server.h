@@ -16,9 +16,17 @@
 #include "compiler/compiler.h"
 #include "gateway/gateway.h"
 #include "gateway/internal/audit.h"
+#include "gateway/internal/limits.h"
+#include "gateway/internal/metrics.h"
 #include "gateway/internal/upstream.h"
 
 namespace kt::gateway {
+
+struct PolicyState {
+  std::shared_ptr<const PolicyEngine> engine;
+  std::vector<std::shared_ptr<LimitCounter>> limits;  // parallel to engine->limits()
+  std::size_t files = 0;
+};
 
 // Where a model goes.
 struct Route {
@@ -39,14 +47,26 @@ struct Gateway {
   std::unique_ptr<UpstreamPool> pool;
   AuditLog audit;
 
-  // The policy set in force. Requests take a reference for their whole
-  // life, so a reload never changes the rules under a request.
-  std::shared_ptr<const PolicyEngine> Engine() const {
-    std::lock_guard lock(engine_mu);
-    return engine;
+  // The policy set in force, with the counters of its limits. Requests take
+  // a reference for their whole life, so a reload never changes the rules
+  // under a request in flight.
+  std::shared_ptr<const PolicyState> Current() const {
+    std::lock_guard lock(state_mu);
+    return state;
   }
-  mutable std::mutex engine_mu;
-  std::shared_ptr<const PolicyEngine> engine;
+  void Install(std::shared_ptr<const PolicyState> fresh) {
+    std::lock_guard lock(state_mu);
+    state = std::move(fresh);
+  }
+  mutable std::mutex state_mu;
+  std::shared_ptr<const PolicyState> state;
+
+  // The last reload's outcome, for /health.
+  std::mutex reload_mu;  // one reload at a time
+  mutable std::mutex last_reload_mu;
+  nlohmann::json last_reload;
+
+  Metrics metrics;
 
   std::atomic<bool> stopping{false};
   std::atomic<int> in_flight{0};
@@ -62,6 +82,14 @@ struct Gateway {
 
 // Serves one client connection until it closes (or the gateway stops).
 asio::awaitable<void> Session(asio::ip::tcp::socket socket, Gateway* g);
+
+// Loads the policy files again and swaps them in; on failure the set in
+// force stays, and `*error` says why. Counters of limits that did not change
+// carry over. Thread-safe (reloads are serialised).
+bool Reload(Gateway* g, std::string* error);
+std::shared_ptr<PolicyState> LoadState(const Options& options, const PolicyState* previous,
+                                       std::string* error);
+nlohmann::json HealthJson(Gateway* g);
 
 // The route for a model, or false when no provider serves it.
 bool RouteFor(const Gateway& g, const PolicyEngine& engine, const std::string& model, Route* out);

@@ -11,4 +11,4 @@ if [[ ! -f "$here/node_modules/openai/package.json" ]]; then
 fi
 cd "$here/../.."
 KT_BIN="$kt" KT_SOURCE_DIR="$PWD" exec node --test --test-concurrency=1 --test-reporter=spec \
-  "$here/gateway_test.mjs"
+  "$here/gateway_test.mjs" "$here/operations_test.mjs"

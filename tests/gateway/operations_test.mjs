@@ -1,0 +1,266 @@
+// Operations: rate limits under concurrency, the audit hash chain and
+// `kt audit verify`, /metrics and /health, and hot reload under load.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync, spawn } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import OpenAI from 'openai';
+
+const KT = process.env.KT_BIN || path.resolve('build/cli/kt');
+const API_KEY = 'sk-ops-test-abcdefghijklmnopqrstuvwxyz0123';
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'kt-ops-test-'));
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+function freePort() {
+  return new Promise((resolve) => {
+    const s = net.createServer();
+    s.listen(0, '127.0.0.1', () => { const p = s.address().port; s.close(() => resolve(p)); });
+  });
+}
+
+async function startGateway(name, policyDir) {
+  const port = await freePort();
+  const audit = path.join(tmp, `${name}-audit.jsonl`);
+  const proc = spawn(KT, ['gateway', 'run', '--listen', `127.0.0.1:${port}`, '--policy', policyDir,
+    '--audit-log', audit, '--threads', '2'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  proc.stderr.on('data', (d) => (stderr += d));
+  const base = `http://127.0.0.1:${port}`;
+  for (let i = 0; i < 200; i++) {
+    if (proc.exitCode !== null) throw new Error(`gateway exited: ${stderr}`);
+    try { if ((await fetch(`${base}/readyz`)).status === 200) break; } catch { /* starting */ }
+    await sleep(50);
+  }
+  return { proc, base, url: `${base}/v1`, audit, stderr: () => stderr,
+    stop: () => new Promise((r) => { if (proc.exitCode !== null) return r(); proc.once('exit', r); proc.kill('SIGTERM'); }) };
+}
+
+const MOCK = `provider mock {
+  kind: mock
+  models: ["*"]
+}
+`;
+
+function chat(base, content, headers = {}) {
+  return fetch(`${base}/v1/chat/completions`, { method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${API_KEY}`, ...headers },
+    body: JSON.stringify({ model: 'gpt-4o', messages: [{ role: 'user', content }] }) });
+}
+
+let limited, reloadable;
+const limitDir = path.join(tmp, 'limits');
+const reloadDir = path.join(tmp, 'reload');
+
+before(async () => {
+  fs.mkdirSync(limitDir);
+  fs.writeFileSync(path.join(limitDir, 'limits.ktp'), `${MOCK}
+limit "burst" {
+  requests 100 per second
+}
+
+limit "per-source" {
+  key header("X-Request-Source") ?? "anonymous"
+  requests 5 per minute
+  when (header("X-Request-Source") ?? "") == "tiny-service"
+}
+`);
+  fs.mkdirSync(reloadDir);
+  fs.writeFileSync(path.join(reloadDir, 'main.ktp'), `${MOCK}
+policy "no-foo" {
+  on input
+  when any m in input.messages: m.content contains "foo"
+  then block "foo is not allowed" code "foo"
+}
+`);
+  limited = await startGateway('limits', limitDir);
+  reloadable = await startGateway('reload', reloadDir);
+});
+
+after(async () => {
+  await limited?.stop();
+  await reloadable?.stop();
+});
+
+test('1,000 requests per second from 8 clients at a 100/s limit: 429s, admitted within 1%', async () => {
+  const durationMs = 2500;  // three 1-second windows start within it: 300 admissions
+  const workers = 8;
+  const perWorkerInterval = (1000 / 1000) * workers;  // 1,000 req/s in total
+  let admitted = 0, refused = 0, other = 0;
+  let retryAfterOk = true;
+  const t0 = Date.now();
+  await Promise.all(Array.from({ length: workers }, async (_, w) => {
+    let next = t0 + w;  // staggered
+    while (next - t0 < durationMs) {
+      const wait = next - Date.now();
+      if (wait > 0) await sleep(wait);
+      const r = await chat(limited.base, 'hi');
+      const body = await r.json();
+      if (r.status === 200) admitted++;
+      else if (r.status === 429) {
+        refused++;
+        if (!(Number(r.headers.get('retry-after')) >= 1) || body.error.type !== 'rate_limit' ||
+            body.error.code !== 'rate_limit_exceeded' || body.error.limit !== 'burst') retryAfterOk = false;
+      } else other++;
+      next += perWorkerInterval;
+    }
+  }));
+  const sent = admitted + refused + other;
+  assert.equal(other, 0);
+  assert.ok(sent > 2000, `sent ${sent}`);
+  assert.ok(refused > 0);
+  assert.ok(retryAfterOk, '429s carry retry-after and the rate_limit envelope');
+  assert.ok(Math.abs(admitted - 300) <= 3, `admitted ${admitted}, expected 300 ± 1%`);
+});
+
+test('a keyed limit counts per key, and its 429 names it', async () => {
+  await sleep(1100);  // let the global burst budget refill
+  const statuses = [];
+  for (let i = 0; i < 7; i++) statuses.push((await chat(limited.base, 'hi', { 'x-request-source': 'tiny-service' })).status);
+  assert.deepEqual(statuses, [200, 200, 200, 200, 200, 429, 429]);
+  const other = await chat(limited.base, 'hi', { 'x-request-source': 'other-service' });
+  assert.equal(other.status, 200);
+  const r = await chat(limited.base, 'hi', { 'x-request-source': 'tiny-service' });
+  const body = await r.json();
+  assert.equal(body.error.limit, 'per-source');
+  assert.ok(Number(r.headers.get('retry-after')) > 1, 'a per-minute window: retry after seconds');
+  assert.equal(r.headers.get('x-ratelimit-limit-requests'), '5');
+});
+
+test('/metrics parses as Prometheus text and counts what was sent', async () => {
+  const before = await (await fetch(`${reloadable.base}/metrics`)).text();
+  const sent = { 200: 7, 409: 3 };
+  for (let i = 0; i < sent[200]; i++) assert.equal((await chat(reloadable.base, 'hello')).status, 200);
+  for (let i = 0; i < sent[409]; i++) assert.equal((await chat(reloadable.base, 'say foo')).status, 409);
+  const text = await (await fetch(`${reloadable.base}/metrics`)).text();
+  const samples = parsePrometheus(text);
+  const count = (t, status) => t.filter((s) => s.name === 'kt_requests_total' && s.labels.status === String(status))
+    .reduce((a, s) => a + s.value, 0);
+  const prev = parsePrometheus(before);
+  assert.equal(count(samples, 200) - count(prev, 200), sent[200]);
+  assert.equal(count(samples, 409) - count(prev, 409), sent[409]);
+  const blocks = samples.find((s) => s.name === 'kt_policy_decisions_total' && s.labels.policy === 'no-foo');
+  assert.ok(blocks.value >= sent[409]);
+  const hist = samples.filter((s) => s.name === 'kt_request_latency_seconds_count');
+  assert.equal(hist.length, 1);
+  assert.ok(hist[0].value >= sent[200] + sent[409]);
+  assert.ok(samples.some((s) => s.name === 'kt_active_streams'));
+});
+
+// A strict reader of the text exposition format: every line is a comment
+// (HELP/TYPE) or `name{labels} value`, and every sample belongs to a TYPE.
+function parsePrometheus(text) {
+  const samples = [];
+  const types = new Map();
+  for (const line of text.split('\n')) {
+    if (line === '') continue;
+    let m;
+    if ((m = line.match(/^# (HELP|TYPE) ([a-zA-Z_:][a-zA-Z0-9_:]*) (.*)$/))) {
+      if (m[1] === 'TYPE') {
+        assert.ok(['counter', 'gauge', 'histogram', 'summary', 'untyped'].includes(m[3]), line);
+        types.set(m[2], m[3]);
+      }
+      continue;
+    }
+    m = line.match(/^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (-?[0-9.e+-]+|\+Inf|NaN)$/);
+    assert.ok(m, `not a sample line: ${line}`);
+    const labels = {};
+    if (m[3]) {
+      const re = /([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)",?/g;
+      let consumed = 0, l;
+      while ((l = re.exec(m[3]))) { labels[l[1]] = l[2]; consumed += l[0].length; }
+      assert.equal(consumed, m[3].length, `bad labels: ${line}`);
+    }
+    const family = m[1].replace(/_(bucket|sum|count)$/, '');
+    assert.ok(types.has(m[1]) || types.has(family), `sample without TYPE: ${line}`);
+    samples.push({ name: m[1], labels, value: Number(m[4]) });
+  }
+  return samples;
+}
+
+test('a reload under load (200 req/s for 10 s) drops and fails no request', async () => {
+  const file = path.join(reloadDir, 'main.ktp');
+  const original = fs.readFileSync(file, 'utf8');
+  const results = { ok: 0, blocked: 0, failed: [] };
+  const t0 = Date.now();
+  let reloaded = false;
+  const load = Promise.all(Array.from({ length: 4 }, async (_, w) => {
+    let next = t0 + w * 5;
+    while (next - t0 < 10000) {
+      const wait = next - Date.now();
+      if (wait > 0) await sleep(wait);
+      try {
+        const r = await chat(reloadable.base, 'say bar');
+        await r.text();
+        if (r.status === 200) results.ok++;
+        else if (r.status === 409) results.blocked++;
+        else results.failed.push(r.status);
+      } catch (e) {
+        results.failed.push(String(e));
+      }
+      next += 20;  // 4 workers × 50/s = 200 req/s
+    }
+  }));
+  await sleep(5000);
+  fs.writeFileSync(file, original.replace('contains "foo"', 'contains "bar"'));
+  reloadable.proc.kill('SIGHUP');
+  reloaded = true;
+  await load;
+  fs.writeFileSync(file, original);
+  assert.equal((await fetch(`${reloadable.base}/admin/reload`, { method: 'POST' })).status, 200);
+  assert.ok(reloaded);
+  assert.deepEqual(results.failed, [], 'no request failed or was dropped');
+  assert.ok(results.ok + results.blocked > 1900, `sent ${results.ok + results.blocked}`);
+  assert.ok(results.ok > 500 && results.blocked > 500, `before: allowed; after: blocked (${JSON.stringify(results)})`);
+  const health = await (await fetch(`${reloadable.base}/health`)).json();
+  assert.equal(health.status, 'ok');
+  assert.equal(health.last_reload.ok, true);
+});
+
+test('a reload with a broken policy keeps the old set, and /health shows the error', async () => {
+  const file = path.join(reloadDir, 'main.ktp');
+  const good = fs.readFileSync(file, 'utf8');
+  const before = await (await fetch(`${reloadable.base}/health`)).json();
+  fs.writeFileSync(file, good.replace('input.messages', 'input.mesages'));
+  const r = await fetch(`${reloadable.base}/admin/reload`, { method: 'POST' });
+  assert.equal(r.status, 422);
+  const body = await r.json();
+  assert.equal(body.ok, false);
+  assert.match(body.error, /E0202.*mesages/s);
+  const health = await (await fetch(`${reloadable.base}/health`)).json();
+  assert.equal(health.status, 'degraded');
+  assert.equal(health.policy_version, before.policy_version);
+  assert.match(health.last_reload.error, /did you mean `messages`/);
+  // Still serving, still enforcing the old set.
+  assert.equal((await chat(reloadable.base, 'say foo')).status, 409);
+  assert.equal((await chat(reloadable.base, 'hello')).status, 200);
+  fs.writeFileSync(file, good);
+  const fixed = await fetch(`${reloadable.base}/admin/reload`, { method: 'POST' });
+  assert.equal(fixed.status, 200);
+  assert.equal((await (await fetch(`${reloadable.base}/health`)).json()).status, 'ok');
+  const events = fs.readFileSync(reloadable.audit, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+  assert.ok(events.some((e) => e.event === 'reload' && e.ok === false && /mesages/.test(e.error)));
+});
+
+test('kt audit verify: passes on a real log, names an edited line, never sees the key', async () => {
+  const log = reloadable.audit;
+  const text = fs.readFileSync(log, 'utf8');
+  assert.ok(!text.includes(API_KEY), 'the API key is in the audit log');
+  assert.ok(!text.includes(API_KEY.slice(3)), 'part of the API key is in the audit log');
+  const ok = execFileSync(KT, ['audit', 'verify', log], { encoding: 'utf8' });
+  assert.match(ok, /ok: \d+ lines, hash chain intact/);
+  const lines = text.trim().split('\n');
+  const middle = Math.floor(lines.length / 2);
+  // One byte inside a value of the middle line: the model name.
+  lines[middle] = lines[middle].replace('"model":"gpt-4o"', '"model":"gpt-4O"');
+  assert.notEqual(lines.join('\n'), text.trim());
+  const edited = path.join(tmp, 'edited.jsonl');
+  fs.writeFileSync(edited, lines.join('\n') + '\n');
+  let out = '';
+  let code = 0;
+  try { execFileSync(KT, ['audit', 'verify', edited], { encoding: 'utf8' }); } catch (e) { out = e.stdout; code = e.status; }
+  assert.equal(code, 1);
+  assert.match(out, new RegExp(`:${middle + 1}: chain broken: line ${middle + 1} was modified`));
+});
