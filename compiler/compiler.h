@@ -249,6 +249,7 @@ struct Decision {
   bool blocked = false;
   int block = -1;      // index in `hits` of the enforced block
   std::vector<PolicyHit> hits;
+  bool rewritten = false;  // input: a redaction changed the request
   bool error = false;  // evaluation could not complete: see error_message
   std::string error_message;
   const PolicyHit* blocking() const { return block >= 0 ? &hits[block] : nullptr; }
@@ -299,8 +300,9 @@ class PolicyEngine {
                                                   LintResult* lint);
   ~PolicyEngine();
 
-  // The input stage on a chat-completions request. Unless blocked,
-  // `*forward` is the request with enforced redactions applied.
+  // The input stage on a chat-completions request. When a redaction changed
+  // it (`rewritten`), `*forward` is the request to send instead; otherwise
+  // `*forward` is untouched and the request goes as it came.
   Decision EvaluateInput(const nlohmann::json& request, const EvalContext& ctx,
                          nlohmann::json* forward) const;
   // The tool-call stage on one tool call (`arguments` as the API sends them:

@@ -322,18 +322,23 @@ std::shared_ptr<const PolicyEngine> PolicyEngine::Load(const std::vector<std::st
 Decision PolicyEngine::EvaluateInput(const Json& request, const EvalContext& ctx,
                                      Json* forward) const {
   const Impl& im = *impl_;
+  Decision d;
+  d.stage = "input";
+  if (!im.stages.count("input")) return d;  // nothing to evaluate, nothing to copy
   internal::StageInput in = im.Input("input", request, ctx);
   internal::Evaluator::Outcome out;
-  Decision d;
   if (!im.Run(in, &out, &d)) return d;
   if (forward == nullptr || d.blocked) return d;
-  *forward = request;
   // Rewrite only the messages a redaction changed, keeping their shape:
   // a list of parts keeps its non-text parts.
   const Json& before = in.request["messages"];
   const Json& after = out.request["messages"];
   for (std::size_t i = 0; i < before.size() && i < after.size(); ++i) {
     if (before[i]["content"] == after[i]["content"]) continue;
+    if (!d.rewritten) {
+      *forward = request;
+      d.rewritten = true;
+    }
     Json& m = (*forward)["messages"][i];
     if (m["content"].is_array()) {
       Json parts = Json::array({{{"type", "text"}, {"text", after[i]["content"]}}});
@@ -352,6 +357,11 @@ Decision PolicyEngine::EvaluateToolCall(const Json& request, const std::string& 
                                         const std::string& arguments, const std::string& id,
                                         int index, const EvalContext& ctx) const {
   const Impl& im = *impl_;
+  if (!im.stages.count("tool_call")) {
+    Decision d;
+    d.stage = "tool_call";
+    return d;
+  }
   internal::StageInput in = im.Input("tool_call", request, ctx);
   // Arguments that are not JSON are null to policies: a policy that needs a
   // field then sees none (and an allowlist on names still applies).
@@ -368,6 +378,11 @@ Decision PolicyEngine::EvaluateOutput(const Json& request, std::string* text,
                                       const std::string& finish_reason,
                                       const EvalContext& ctx) const {
   const Impl& im = *impl_;
+  if (!im.stages.count("output")) {
+    Decision d;
+    d.stage = "output";
+    return d;
+  }
   internal::StageInput in = im.Input("output", request, ctx);
   in.output = {{"text", *text},
                {"finish_reason", finish_reason.empty() ? Json(nullptr) : Json(finish_reason)},
@@ -532,6 +547,10 @@ bool OutputStream::Finish(std::string* release) {
   done_ = true;
   State& st = *state_;
   const PolicyEngine::Impl& im = *st.engine->impl_;
+  if (im.output_policies.empty()) {
+    decision_.stage = "output";
+    return Advance(raw_.size(), release);
+  }
   // The whole text, every rule: the stage's decision (flags and observe-mode
   // hits included), and the last word on blocks.
   internal::StageInput in = st.in;

@@ -52,14 +52,36 @@ AuditLog::~AuditLog() {
 }
 
 void AuditLog::Write(nlohmann::json event) {
+  std::vector<nlohmann::json> one;
+  one.push_back(std::move(event));
+  WriteAll(std::move(one));
+}
+
+void AuditLog::WriteAll(std::vector<nlohmann::json> events) {
+  // Serialise outside the lock; only chaining and the write are serial.
+  std::vector<std::string> bodies;
+  bodies.reserve(events.size());
+  for (nlohmann::json& e : events) {
+    // The hash field goes last, appended to the serialised object, so the
+    // rest can be dumped before the lock is taken. Invalid UTF-8 from a
+    // client must not lose the record: it is replaced.
+    std::string body = e.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    body.pop_back();  // the closing brace
+    bodies.push_back(std::move(body));
+  }
   std::lock_guard lock(mu_);
   if (file_ == nullptr) return;
-  event["prev_hash"] = prev_hash_;
-  // Invalid UTF-8 from a client must not lose the record: replace it.
-  std::string line = event.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-  prev_hash_ = Sha256Hex(line);
-  line += '\n';
-  std::fwrite(line.data(), 1, line.size(), file_);
+  std::string out;
+  for (std::string& body : bodies) {
+    std::string line = std::move(body);
+    line += line.size() > 1 ? ",\"prev_hash\":\"" : "\"prev_hash\":\"";
+    line += prev_hash_;
+    line += "\"}";
+    prev_hash_ = Sha256Hex(line);
+    out += line;
+    out += '\n';
+  }
+  std::fwrite(out.data(), 1, out.size(), file_);
   std::fflush(file_);
   if (fsync_ && file_ != stdout) fsync(fileno(file_));
 }

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -21,6 +22,8 @@ class AuditLog {
   // (and the disk, with fsync) before returning: callers write the record
   // before completing the response it describes.
   void Write(nlohmann::json event);
+  // Several events in one write (a request's decisions and its record).
+  void WriteAll(std::vector<nlohmann::json> events);
   // Reopens the file (log rotation): the chain continues from the last line
   // written.
   bool Reopen(std::string* error);

@@ -94,10 +94,11 @@ void WriteAudit(Gateway* g, const Exchange& x) {
                 {"model", x.model},
                 {"provider", x.provider}};
   };
+  std::vector<Json> events;
   for (const Json& d : x.decisions) {
     Json e = base("decision");
     e.update(d);
-    g->audit.Write(std::move(e));
+    events.push_back(std::move(e));
   }
   Json e = base("request");
   e["method"] = x.method;
@@ -114,7 +115,8 @@ void WriteAudit(Gateway* g, const Exchange& x) {
   if (!x.usage.is_null()) e["usage"] = x.usage;
   if (x.stream) e["stream_hold"] = {{"max_held_bytes", x.max_held}, {"capped", x.stream_capped}};
   if (!x.prompt.is_null()) e["prompt"] = x.prompt;
-  g->audit.Write(std::move(e));
+  events.push_back(std::move(e));
+  g->audit.WriteAll(std::move(events));
 
   // Metrics from the same facts as the audit record.
   g->metrics.CountRequest(x.status, x.model, x.provider);
@@ -179,7 +181,7 @@ asio::awaitable<bool> Write(beast::tcp_stream& stream, Response& res) {
 
 // What a handler did: filled in the response for the caller to write, or
 // streamed its own (and the connection ends).
-enum class Handled { kReply, kStreamed };
+enum class Handled { kReply, kStreamed, kStreamedOpen };
 
 int UpstreamStatusOf(UpstreamFailure f) { return f == UpstreamFailure::kTimeout ? 504 : 502; }
 const char* UpstreamCodeOf(UpstreamFailure f) {
@@ -243,7 +245,7 @@ std::string PolicyCode(const PolicyHit& h, const char* fallback) {
 // Returns the blocking decision, if any; rewrites redacted content in place.
 std::optional<Decision> JudgeResponse(const PolicyEngine& engine, const Json& request,
                                       const EvalContext& ctx, Json* response, Exchange* x,
-                                      bool fail_open) {
+                                      bool fail_open, bool* modified) {
   if (!response->contains("choices") || !(*response)["choices"].is_array()) return std::nullopt;
   for (Json& choice : (*response)["choices"]) {
     if (!choice.is_object() || !choice.contains("message") || !choice["message"].is_object()) {
@@ -275,7 +277,10 @@ std::optional<Decision> JudgeResponse(const PolicyEngine& engine, const Json& re
       x->policy_us += MonoMicros() - t;
       Record(x, d);
       if (d.blocked || (d.error && !fail_open)) return d;
-      if (!d.error) message["content"] = text;
+      if (!d.error && text != message["content"].get_ref<const std::string&>()) {
+        message["content"] = text;
+        *modified = true;
+      }
     }
   }
   return std::nullopt;
@@ -385,6 +390,8 @@ class StreamRelay {
     return Fail(out, "upstream_error", "upstream_stream_truncated",
                 "the upstream stream ended before it was complete");
   }
+
+  bool finished() const { return saw_done_; }
 
   // The error frame for an upstream failure in the middle of the stream.
   void UpstreamFailed(UpstreamFailure f, const std::string& why, std::string* out) {
@@ -652,7 +659,6 @@ asio::awaitable<Handled> ChatCompletions(Gateway* g, beast::tcp_stream& stream,
     }
     }
     x->outcome = "not_evaluated";
-    forward = body;
   }
   if (in.blocked) {
     const PolicyHit* h = in.blocking();
@@ -680,7 +686,7 @@ asio::awaitable<Handled> ChatCompletions(Gateway* g, beast::tcp_stream& stream,
   MockReply mock;
   const std::string completion_id = NewId("chatcmpl-");
   if (route.kind == "mock") {
-    mock = MockComplete(forward);
+    mock = MockComplete(in.rewritten ? forward : body);
   } else {
     http::request<http::string_body> up{http::verb::post, route.url.path + "/chat/completions", 11};
     up.set(http::field::host, route.url.host);
@@ -698,7 +704,8 @@ asio::awaitable<Handled> ChatCompletions(Gateway* g, beast::tcp_stream& stream,
     if (!x->traceparent.empty()) up.set("traceparent", x->traceparent);
     up.set("x-request-id", x->request_id);
     up.keep_alive(true);
-    up.body() = Dump(forward);
+    // Unchanged requests go byte for byte as the client sent them.
+    up.body() = in.rewritten ? Dump(forward) : req.body();
     UpstreamTimeouts timeouts;
     timeouts.connect_ms = g->options.connect_timeout_ms;
     timeouts.first_byte_ms = g->options.first_byte_timeout_ms;
@@ -744,11 +751,11 @@ asio::awaitable<Handled> ChatCompletions(Gateway* g, beast::tcp_stream& stream,
 
   if (!x->stream) {
     Json response;
+    std::string text;  // the upstream's bytes, sent as they are when nothing changed
     if (ex == nullptr) {
       response = MockResponse(mock, x->model, completion_id, NowMicros() / 1000000);
       co_await Sleep(route.latency_ms);
     } else {
-      std::string text;
       bool ok = co_await ex->ReadAll(&text);
       x->upstream_us = MonoMicros() - up0;
       if (!ok) {
@@ -771,8 +778,9 @@ asio::awaitable<Handled> ChatCompletions(Gateway* g, beast::tcp_stream& stream,
     }
     x->upstream_us = MonoMicros() - up0;
     if (response.contains("usage") && response["usage"].is_object()) x->usage = response["usage"];
+    bool modified = ex == nullptr;
     std::optional<Decision> blocked =
-        JudgeResponse(*engine, body, ctx, &response, x, g->options.fail_open);
+        JudgeResponse(*engine, body, ctx, &response, x, g->options.fail_open, &modified);
     if (blocked && blocked->error && !blocked->blocked) {
       x->outcome = "not_evaluated";
       {
@@ -797,7 +805,8 @@ asio::awaitable<Handled> ChatCompletions(Gateway* g, beast::tcp_stream& stream,
     CountTokens(acquired, x->usage);
     WriteAudit(g, *x);
     {
-      *res = BodyResponse(x, 200, Dump(response), "application/json", keep_alive);
+      *res = BodyResponse(x, 200, modified ? Dump(response) : std::move(text), "application/json",
+                          keep_alive);
       co_return Handled::kReply;
     }
   }
@@ -807,7 +816,7 @@ asio::awaitable<Handled> ChatCompletions(Gateway* g, beast::tcp_stream& stream,
   SetCommonHeaders(&head, *x);
   head.set(http::field::content_type, "text/event-stream; charset=utf-8");
   head.set(http::field::cache_control, "no-cache");
-  head.keep_alive(false);  // the stream's end is the connection's end
+  head.keep_alive(keep_alive);
   head.chunked(true);
   http::response_serializer<http::empty_body> sr{head};
   beast::error_code ec;
@@ -871,7 +880,18 @@ asio::awaitable<Handled> ChatCompletions(Gateway* g, beast::tcp_stream& stream,
       }
     }
     x->upstream_us = MonoMicros() - up0;
-    if (ex->failure() == UpstreamFailure::kNone && !ex->done()) ex->Cancel();
+    if (ex->failure() == UpstreamFailure::kNone && !ex->done()) {
+      if (relay.finished() && client_ok) {
+        // The stream ended normally: read the upstream's last bytes (the
+        // chunked terminator) so its connection goes back to the pool.
+        std::string rest;
+        for (int i = 0; i < 4 && !ex->done(); ++i) {
+          bool more = co_await ex->ReadSome(&rest);
+          if (!more) break;
+        }
+      }
+      if (!ex->done()) ex->Cancel();  // a block or a disconnect: stop the upstream's work
+    }
   }
   x->upstream_us = MonoMicros() - up0;
   if (!client_ok && x->outcome == "allowed") x->outcome = "client_disconnected";
@@ -881,7 +901,7 @@ asio::awaitable<Handled> ChatCompletions(Gateway* g, beast::tcp_stream& stream,
     auto last = http::make_chunk_last();
     co_await asio::async_write(stream, last, Redirect(ec));
   }
-  co_return Handled::kStreamed;
+  co_return client_ok && keep_alive ? Handled::kStreamedOpen : Handled::kStreamed;
 }
 
 Response ModelsResponse(Gateway* g, Exchange* x, bool keep_alive) {
@@ -1208,6 +1228,7 @@ asio::awaitable<void> Session(tcp::socket socket, Gateway* g) {
                           keep_alive);
     }
     if (handled == Handled::kStreamed) break;
+    if (handled == Handled::kStreamedOpen) continue;
     bool ok = co_await Write(stream, res);
     if (!ok) break;
   }

@@ -5,6 +5,8 @@
 
 #include <atomic>
 #include <chrono>
+#include <random>
+#include <thread>
 #include <cstring>
 
 namespace kt::gateway {
@@ -74,15 +76,20 @@ std::string Hex(const unsigned char* data, std::size_t n) {
 }  // namespace
 
 std::string NewId(std::string_view prefix) {
+  // Ids must be unique, not secret: a per-thread generator seeded once from
+  // OpenSSL (no lock on the hot path).
+  thread_local std::mt19937_64 rng = [] {
+    uint64_t seed[2] = {0, 0};
+    if (RAND_bytes(reinterpret_cast<unsigned char*>(seed), sizeof seed) != 1) {
+      seed[0] = static_cast<uint64_t>(MonoMicros());
+      seed[1] = std::hash<std::thread::id>()(std::this_thread::get_id());
+    }
+    std::seed_seq seq{seed[0], seed[0] >> 32, seed[1], seed[1] >> 32};
+    return std::mt19937_64(seq);
+  }();
+  uint64_t words[2] = {rng(), rng()};
   unsigned char bytes[16];
-  if (RAND_bytes(bytes, sizeof bytes) != 1) {
-    // OpenSSL's generator failing is not a reason to drop a request; ids
-    // only need to be unique, and a clock-and-counter id is.
-    static std::atomic<uint64_t> counter{0};
-    uint64_t a = static_cast<uint64_t>(MonoMicros()), b = counter++;
-    std::memcpy(bytes, &a, 8);
-    std::memcpy(bytes + 8, &b, 8);
-  }
+  std::memcpy(bytes, words, sizeof bytes);
   return std::string(prefix) + Hex(bytes, sizeof bytes);
 }
 

@@ -64,6 +64,7 @@ TEST(EngineTest, InputRedactionRewritesOnlyChangedMessagesAndKeepsParts) {
   Json forward;
   Decision d = engine->EvaluateInput(request, {}, &forward);
   EXPECT_FALSE(d.blocked);
+  EXPECT_TRUE(d.rewritten);
   ASSERT_EQ(d.hits.size(), 1u);
   EXPECT_EQ(d.hits[0].action, "redact");
   EXPECT_EQ(forward["messages"][0], request["messages"][0]);
@@ -82,7 +83,8 @@ TEST(EngineTest, ObserveModeRecordsAndChangesNothing) {
   ASSERT_EQ(d.hits.size(), 1u);
   EXPECT_EQ(d.hits[0].policy, "observe-secrets");
   EXPECT_FALSE(d.hits[0].enforced);
-  EXPECT_EQ(forward, request);
+  EXPECT_FALSE(d.rewritten);
+  EXPECT_TRUE(forward.is_null()) << "nothing to forward but the request as it came";
 }
 
 TEST(EngineTest, ToolCallArgumentsAreJson) {
