@@ -235,6 +235,15 @@ class PolicyInterpreter {
 // thread at a time). Evaluation failures are a distinct outcome
 // (`Decision::error`), never an allow: the caller applies its fail mode.
 
+// Where a pattern of a policy that fired matched: byte offsets in a field
+// ("messages[1].content", "output.text", "tool.arguments").
+struct MatchSpan {
+  std::string field;
+  std::size_t start = 0;
+  std::size_t end = 0;
+  std::string pattern;  // the pattern's name, or its literal source
+};
+
 // What one policy did on one stage.
 struct PolicyHit {
   std::string policy;
@@ -242,6 +251,7 @@ struct PolicyHit {
   bool enforced = true;  // false: observe mode, recorded only
   std::string code;
   std::string message;
+  std::vector<MatchSpan> spans;  // at most 16 per hit, in field order
 };
 
 struct Decision {

@@ -20,6 +20,8 @@
 // Finish(), which is the only way to keep their promise.
 #include <algorithm>
 #include <cstdlib>
+#include <functional>
+#include <map>
 #include <set>
 
 #include <nlohmann/json.hpp>
@@ -95,6 +97,22 @@ std::string StringValue(const internal::Expr& e) {
   return e.text;
 }
 
+// How a pattern operand was written: a name (`std.pii.email`) or a literal.
+std::string PatternLabel(const internal::Expr& e) {
+  switch (e.kind) {
+    case internal::ExprKind::kName:
+      return e.text;
+    case internal::ExprKind::kField:
+      return e.children.empty() ? e.text : PatternLabel(*e.children[0]) + "." + e.text;
+    case internal::ExprKind::kRegex:
+      return "/" + e.text + "/" + e.flags;
+    case internal::ExprKind::kIString:
+      return "\"" + e.text + "\"i";
+    default:
+      return "\"" + e.text + "\"";
+  }
+}
+
 bool ReadsOutput(const internal::Expr& e) {
   if (e.kind == internal::ExprKind::kName && e.text == "output") return true;
   for (const internal::ExprPtr& c : e.children) {
@@ -107,7 +125,7 @@ Decision ToDecision(const std::string& stage, const internal::Evaluator::Outcome
   Decision d;
   d.stage = stage;
   for (const internal::Hit& h : out.hits) {
-    d.hits.push_back(PolicyHit{h.policy->name.value, h.action, h.enforced, h.code, h.message});
+    d.hits.push_back(PolicyHit{h.policy->name.value, h.action, h.enforced, h.code, h.message, {}});
     if (&h == out.block) d.block = static_cast<int>(d.hits.size()) - 1;
   }
   d.blocked = out.blocked;
@@ -173,7 +191,47 @@ struct PolicyEngine::Impl {
       return false;
     }
     *d = ToDecision(in.stage, *out);
+    AddSpans(in, *out, d);
     return true;
+  }
+
+  // The patterns each policy uses (its condition's operands and its
+  // redactions), labelled as written.
+  std::map<const internal::PolicyDecl*, std::vector<std::pair<std::string, const std::vector<const internal::RegexNode*>*>>>
+      policy_patterns;
+
+  // Match spans of the hits' patterns in the stage's texts. Only hits pay
+  // for this (a decision without hits scans nothing more).
+  void AddSpans(const internal::StageInput& in, const internal::Evaluator::Outcome& out,
+                Decision* d) const {
+    if (out.hits.empty()) return;
+    std::vector<std::pair<std::string, std::string>> texts;  // field, text
+    if (in.stage == "output") {
+      texts.emplace_back("output.text", in.output.value("text", ""));
+    } else if (in.stage == "tool_call") {
+      const Json& args = in.tool.contains("args") ? in.tool["args"] : Json();
+      texts.emplace_back("tool.arguments", args.is_null() ? "" : args.dump());
+    } else {
+      const Json& messages = in.request["messages"];
+      for (std::size_t i = 0; i < messages.size(); ++i) {
+        const Json& c = messages[i]["content"];
+        if (c.is_string()) texts.emplace_back("messages[" + std::to_string(i) + "].content", c.get<std::string>());
+      }
+    }
+    constexpr std::size_t kMaxSpans = 16;
+    for (std::size_t h = 0; h < out.hits.size(); ++h) {
+      auto it = policy_patterns.find(out.hits[h].policy);
+      if (it == policy_patterns.end()) continue;
+      std::vector<MatchSpan>& spans = d->hits[h].spans;
+      for (const auto& [label, trees] : it->second) {
+        for (const auto& [field, text] : texts) {
+          for (const PatternMatch& m : matcher->Set(*trees).AllMatches(text)) {
+            if (spans.size() >= kMaxSpans) break;
+            spans.push_back(MatchSpan{field, m.start, m.end, label});
+          }
+        }
+      }
+    }
   }
 };
 
@@ -302,6 +360,30 @@ std::shared_ptr<const PolicyEngine> PolicyEngine::Load(const std::vector<std::st
       im.stream_redactions.push_back(std::move(r));
     }
   }
+  // Every policy's patterns, for the match spans of its hits.
+  for (const char* stage : {"input", "tool_call", "output"}) {
+    for (const internal::PolicyDecl* p : im.evaluator->PoliciesOn(stage, nullptr)) {
+      if (im.policy_patterns.count(p)) continue;
+      auto& list = im.policy_patterns[p];
+      std::function<void(const internal::Expr&)> walk = [&](const internal::Expr& e) {
+        auto it = res.pattern_trees.find(&e);
+        if (it != res.pattern_trees.end()) {
+          list.emplace_back(PatternLabel(e), &it->second);
+          return;
+        }
+        for (const internal::ExprPtr& c : e.children) {
+          if (c != nullptr) walk(*c);
+        }
+      };
+      for (const internal::PolicyClause& c : p->clauses) {
+        if (c.kind == internal::ClauseKind::kWhen) walk(*c.condition);
+        if (c.kind == internal::ClauseKind::kThen) {
+          for (const internal::RedactItem& item : c.action.items) walk(*item.pattern);
+        }
+      }
+    }
+  }
+
   // Compile every pattern set now: the first request must not pay for it,
   // and a set that cannot be built must fail the load, not a request.
   try {

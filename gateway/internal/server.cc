@@ -67,13 +67,18 @@ EvalContext ContextOf(const Exchange& x, const http::request<http::string_body>&
 
 void Record(Exchange* x, const Decision& d) {
   for (const PolicyHit& h : d.hits) {
+    Json spans = Json::array();
+    for (const MatchSpan& m : h.spans) {
+      spans.push_back({{"field", m.field}, {"start", m.start}, {"end", m.end}, {"pattern", m.pattern}});
+    }
     x->decisions.push_back({{"stage", d.stage},
                             {"policy", h.policy},
                             {"action", h.action},
                             {"mode", h.enforced ? "enforce" : "observe"},
                             {"enforced", h.enforced},
                             {"verdict", h.action == "block" && h.enforced ? "block" : h.action},
-                            {"code", h.code}});
+                            {"code", h.code},
+                            {"spans", std::move(spans)}});
     if (h.action == "redact" && h.enforced) x->redacted = true;
   }
   if (d.error) {

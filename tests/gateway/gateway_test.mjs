@@ -211,6 +211,11 @@ test('a 409 policy block surfaces the envelope and is not retried', async () => 
   const d = events.find((e) => e.event === 'decision');
   assert.equal(d.policy, 'block-prompt-injection');
   assert.equal(d.verdict, 'block');
+  assert.deepEqual(d.spans, [{ field: 'messages[0].content', start: 7, end: 35,
+    pattern: '"ignore previous instructions"i' }]);
+  assert.equal(d.stage, 'input');
+  assert.equal(d.mode, 'enforce');
+  assert.equal(d.enforced, true);
 });
 
 test('a 429 from the upstream is passed through and retried by the SDK', async () => {
