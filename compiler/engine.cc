@@ -22,9 +22,8 @@
 #include <cstdlib>
 #include <functional>
 #include <map>
-#include <set>
-
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "compiler/compiler.h"
 #include "compiler/internal/driver.h"
@@ -79,7 +78,8 @@ Json PolicyView(const Json& request) {
 // Seconds, minutes… as the checker accepts them in provider durations.
 double DurationMs(const std::string& text) {
   std::size_t i = 0;
-  while (i < text.size() && (std::isdigit(static_cast<unsigned char>(text[i])) || text[i] == '.')) ++i;
+  while (i < text.size() && (std::isdigit(static_cast<unsigned char>(text[i])) || text[i] == '.'))
+    ++i;
   double n = std::atof(text.substr(0, i).c_str());
   std::string unit = text.substr(i);
   if (unit == "ms") return n;
@@ -197,7 +197,8 @@ struct PolicyEngine::Impl {
 
   // The patterns each policy uses (its condition's operands and its
   // redactions), labelled as written.
-  std::map<const internal::PolicyDecl*, std::vector<std::pair<std::string, const std::vector<const internal::RegexNode*>*>>>
+  std::map<const internal::PolicyDecl*,
+           std::vector<std::pair<std::string, const std::vector<const internal::RegexNode*>*>>>
       policy_patterns;
 
   // Match spans of the hits' patterns in the stage's texts. Only hits pay
@@ -215,7 +216,8 @@ struct PolicyEngine::Impl {
       const Json& messages = in.request["messages"];
       for (std::size_t i = 0; i < messages.size(); ++i) {
         const Json& c = messages[i]["content"];
-        if (c.is_string()) texts.emplace_back("messages[" + std::to_string(i) + "].content", c.get<std::string>());
+        if (c.is_string())
+          texts.emplace_back("messages[" + std::to_string(i) + "].content", c.get<std::string>());
       }
     }
     constexpr std::size_t kMaxSpans = 16;
@@ -250,8 +252,8 @@ std::shared_ptr<const PolicyEngine> PolicyEngine::Load(const std::vector<std::st
   if (im.set.error_count > 0 || im.set.checked.resolution == nullptr) return nullptr;
   const internal::Resolution& res = *im.set.checked.resolution;
   im.matcher = std::make_unique<internal::KtMatcher>(im.options);
-  im.evaluator = std::make_unique<internal::Evaluator>(*im.set.program, res, im.options,
-                                                       im.matcher.get());
+  im.evaluator =
+      std::make_unique<internal::Evaluator>(*im.set.program, res, im.options, im.matcher.get());
 
   // Version: FNV-1a over every loaded source, in load order.
   uint64_t h = 1469598103934665603ull;

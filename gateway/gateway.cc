@@ -31,7 +31,8 @@ bool ParseListen(const std::string& listen, std::string* host, std::string* port
 asio::awaitable<void> Accept(tcp::acceptor* acceptor, Gateway* g) {
   while (!g->stopping.load()) {
     beast::error_code ec;
-    tcp::socket socket = co_await acceptor->async_accept(asio::redirect_error(asio::use_awaitable, ec));
+    tcp::socket socket =
+        co_await acceptor->async_accept(asio::redirect_error(asio::use_awaitable, ec));
     if (ec) {
       if (g->stopping.load() || ec == asio::error::operation_aborted) break;
       continue;  // EMFILE and friends: keep serving the connections we have
@@ -101,10 +102,9 @@ int Run(const Options& options) {
     return 2;
   }
   g.Install(state);
-  std::cerr << "kt gateway: listening on " << acceptor.local_endpoint().address().to_string()
-            << ":" << acceptor.local_endpoint().port() << " with " << engine.policy_count()
-            << " policies from " << state->files << " files (version " << engine.version()
-            << ")";
+  std::cerr << "kt gateway: listening on " << acceptor.local_endpoint().address().to_string() << ":"
+            << acceptor.local_endpoint().port() << " with " << engine.policy_count()
+            << " policies from " << state->files << " files (version " << engine.version() << ")";
   if (!options.upstream.empty()) std::cerr << ", upstream " << options.upstream;
   std::cerr << std::endl;
 
@@ -163,8 +163,9 @@ int Run(const Options& options) {
     wait_drained();
   });
 
-  int threads = options.threads > 0 ? options.threads
-                                    : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  int threads = options.threads > 0
+                    ? options.threads
+                    : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   std::vector<std::thread> pool;
   for (int i = 1; i < threads; ++i) pool.emplace_back([&] { g.io.run(); });
   g.io.run();

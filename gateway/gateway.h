@@ -30,7 +30,7 @@ struct Options {
   // policy set's providers.
   std::string upstream;
   std::string upstream_api_key;
-  bool fail_open = false;  // --fail-mode allow: an evaluation error lets traffic through
+  bool fail_open = false;      // --fail-mode allow: an evaluation error lets traffic through
   int max_concurrency = 1024;  // requests in flight; beyond it, 503
   int threads = 0;             // 0: one per core
   std::string audit_log = "kt-audit.jsonl";  // "-": stdout

@@ -130,9 +130,9 @@ AuditVerification VerifyAuditLog(const std::string& path) {
     const bool next_breaks = k + 1 < claims.size() && claims[k + 1] != hashes[k];
     const std::size_t edited = next_breaks ? k + 1 : k;
     v.bad_line = edited;
-    v.problem = "line " + std::to_string(edited) + " was modified: the hash chain breaks between lines " +
-                std::to_string(k) + " and " + std::to_string(k + 1) +
-                " (or lines were inserted or removed there)";
+    v.problem = "line " + std::to_string(edited) +
+                " was modified: the hash chain breaks between lines " + std::to_string(k) +
+                " and " + std::to_string(k + 1) + " (or lines were inserted or removed there)";
     return v;
   }
   v.ok = true;

@@ -90,7 +90,8 @@ LimitCounter::Verdict LimitCounter::Acquire(const std::string& key, int64_t now)
     int64_t used = w.Sum(w.token_buckets, now);
     if (used >= config_.tokens) {
       v.admitted = false;
-      v.retry_after_s = static_cast<double>(w.OldestStart(w.token_buckets, now) + window_us_ - now) / 1e6;
+      v.retry_after_s =
+          static_cast<double>(w.OldestStart(w.token_buckets, now) + window_us_ - now) / 1e6;
       v.reset_s = v.retry_after_s;
       return v;
     }
@@ -108,7 +109,9 @@ LimitCounter::Verdict LimitCounter::Acquire(const std::string& key, int64_t now)
     int64_t in_window = 0;
     for (int64_t t : w.ring) in_window += t > now - window_us_ ? 1 : 0;
     v.remaining = config_.requests - in_window;
-    v.reset_s = static_cast<double>(w.ring[w.head] > now - window_us_ ? w.ring[w.head] + window_us_ - now : 0) / 1e6;
+    v.reset_s = static_cast<double>(
+                    w.ring[w.head] > now - window_us_ ? w.ring[w.head] + window_us_ - now : 0) /
+                1e6;
   } else if (!w.request_buckets.empty()) {
     int64_t used = w.Sum(w.request_buckets, now);
     if (used >= config_.requests) {

@@ -31,9 +31,9 @@ class LimitCounter {
 
   struct Verdict {
     bool admitted = true;
-    int64_t remaining = 0;      // requests left in the window after this one
-    double retry_after_s = 0;   // when refused: until a slot frees
-    double reset_s = 0;         // until the window has room again (or is empty)
+    int64_t remaining = 0;     // requests left in the window after this one
+    double retry_after_s = 0;  // when refused: until a slot frees
+    double reset_s = 0;        // until the window has room again (or is empty)
   };
   // Counts one request under `key` when the budgets allow it.
   Verdict Acquire(const std::string& key, int64_t now_us);

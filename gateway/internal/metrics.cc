@@ -76,7 +76,9 @@ std::string Metrics::Render(const std::string& version, const std::string& polic
   std::string out;
   {
     std::lock_guard lock(mu_);
-    out += "# HELP kt_requests_total Chat-completion requests, by response status, model and provider.\n";
+    out +=
+        "# HELP kt_requests_total Chat-completion requests, by response status, model and "
+        "provider.\n";
     out += "# TYPE kt_requests_total counter\n";
     for (const auto& [k, n] : requests_) {
       out += "kt_requests_total{status=\"" + std::to_string(std::get<0>(k)) + "\",model=\"" +
@@ -105,12 +107,17 @@ std::string Metrics::Render(const std::string& version, const std::string& polic
     out += "kt_policy_reloads_total{result=\"ok\"} " + std::to_string(reloads_ok_) + "\n";
     out += "kt_policy_reloads_total{result=\"error\"} " + std::to_string(reloads_failed_) + "\n";
   }
-  policy_latency.Render("kt_policy_latency_seconds", "Time spent evaluating policies per request.", &out);
-  upstream_latency.Render("kt_upstream_latency_seconds", "Time spent waiting on the upstream per request.", &out);
+  policy_latency.Render("kt_policy_latency_seconds", "Time spent evaluating policies per request.",
+                        &out);
+  upstream_latency.Render("kt_upstream_latency_seconds",
+                          "Time spent waiting on the upstream per request.", &out);
   total_latency.Render("kt_request_latency_seconds", "Total time per request.", &out);
-  out += "# HELP kt_active_streams Streamed responses in progress.\n# TYPE kt_active_streams gauge\n";
+  out +=
+      "# HELP kt_active_streams Streamed responses in progress.\n# TYPE kt_active_streams gauge\n";
   out += "kt_active_streams " + std::to_string(active_streams.load()) + "\n";
-  out += "# HELP kt_stream_held_bytes Streamed output held back right now.\n# TYPE kt_stream_held_bytes gauge\n";
+  out +=
+      "# HELP kt_stream_held_bytes Streamed output held back right now.\n# TYPE "
+      "kt_stream_held_bytes gauge\n";
   out += "kt_stream_held_bytes " + std::to_string(held_bytes.load()) + "\n";
   out += "# HELP kt_stream_hold_capped_total Streams whose hold-back reached the cap.\n";
   out += "# TYPE kt_stream_hold_capped_total counter\n";

@@ -16,9 +16,8 @@ namespace kt::gateway {
 
 class Histogram {
  public:
-  static constexpr std::array<double, 14> kBounds = {0.00005, 0.0001, 0.00025, 0.0005, 0.001,
-                                                     0.0025, 0.005, 0.01, 0.025, 0.05,
-                                                     0.1, 0.25, 1, 5};
+  static constexpr std::array<double, 14> kBounds = {
+      0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5};
   void Observe(double seconds);
   void Render(const std::string& name, const std::string& help, std::string* out) const;
 
@@ -40,8 +39,8 @@ struct Metrics {
   Histogram upstream_latency;
   Histogram total_latency;
   std::atomic<int64_t> active_streams{0};
-  std::atomic<int64_t> held_bytes{0};       // streamed output held back right now
-  std::atomic<uint64_t> hold_capped{0};     // streams that hit the hold cap
+  std::atomic<int64_t> held_bytes{0};    // streamed output held back right now
+  std::atomic<uint64_t> hold_capped{0};  // streams that hit the hold cap
 
  private:
   mutable std::mutex mu_;

@@ -75,8 +75,9 @@ MockReply MockComplete(const Json& request) {
       reply.tool_name = spec.substr(0, space);
       reply.tool_arguments = space == std::string::npos ? "{}" : Trim(spec.substr(space + 1));
     } else {
-      reply.text = "kt-mock: unknown directive (use `kt-mock: say TEXT` or "
-                   "`kt-mock: tool NAME {JSON}`)";
+      reply.text =
+          "kt-mock: unknown directive (use `kt-mock: say TEXT` or "
+          "`kt-mock: tool NAME {JSON}`)";
     }
   } else if (request.contains("tools") && request["tools"].is_array() &&
              !request["tools"].empty() && request.value("tool_choice", Json("auto")) != "none") {
@@ -96,9 +97,8 @@ MockReply MockComplete(const Json& request) {
   } else {
     reply.text = "This is a mock completion. You said: " + prompt;
   }
-  reply.completion_tokens =
-      Tokens(reply.tool_call ? reply.tool_name.size() + reply.tool_arguments.size()
-                             : reply.text.size());
+  reply.completion_tokens = Tokens(
+      reply.tool_call ? reply.tool_name.size() + reply.tool_arguments.size() : reply.text.size());
   return reply;
 }
 
@@ -108,20 +108,17 @@ Json Usage(const MockReply& r) {
           {"completion_tokens", r.completion_tokens},
           {"total_tokens", r.prompt_tokens + r.completion_tokens}};
 }
-std::string Dump(const Json& j) {
-  return j.dump(-1, ' ', false, Json::error_handler_t::replace);
-}
+std::string Dump(const Json& j) { return j.dump(-1, ' ', false, Json::error_handler_t::replace); }
 }  // namespace
 
 Json MockResponse(const MockReply& reply, const std::string& model, const std::string& id,
                   int64_t created) {
   Json message = {{"role", "assistant"}, {"content", nullptr}};
   if (reply.tool_call) {
-    message["tool_calls"] = Json::array({{{"id", "call_" + id.substr(id.size() - 12)},
-                                          {"type", "function"},
-                                          {"function",
-                                           {{"name", reply.tool_name},
-                                            {"arguments", reply.tool_arguments}}}}});
+    message["tool_calls"] = Json::array(
+        {{{"id", "call_" + id.substr(id.size() - 12)},
+          {"type", "function"},
+          {"function", {{"name", reply.tool_name}, {"arguments", reply.tool_arguments}}}}});
   } else {
     message["content"] = reply.text;
   }
@@ -129,17 +126,16 @@ Json MockResponse(const MockReply& reply, const std::string& model, const std::s
           {"object", "chat.completion"},
           {"created", created},
           {"model", model},
-          {"choices",
-           Json::array({{{"index", 0},
-                         {"message", message},
-                         {"logprobs", nullptr},
-                         {"finish_reason", reply.tool_call ? "tool_calls" : "stop"}}})},
+          {"choices", Json::array({{{"index", 0},
+                                    {"message", message},
+                                    {"logprobs", nullptr},
+                                    {"finish_reason", reply.tool_call ? "tool_calls" : "stop"}}})},
           {"usage", Usage(reply)}};
 }
 
 std::vector<std::string> MockStream(const MockReply& reply, const std::string& model,
-                                    const std::string& id, int64_t created,
-                                    std::size_t chunk_size, bool include_usage) {
+                                    const std::string& id, int64_t created, std::size_t chunk_size,
+                                    bool include_usage) {
   if (chunk_size == 0) chunk_size = 16;
   std::vector<std::string> out;
   auto chunk = [&](Json delta, Json finish) {
@@ -169,10 +165,11 @@ std::vector<std::string> MockStream(const MockReply& reply, const std::string& m
   chunk({{"role", "assistant"}, {"content", reply.tool_call ? Json(nullptr) : Json("")}}, nullptr);
   if (reply.tool_call) {
     std::string call_id = "call_" + id.substr(id.size() - 12);
-    chunk({{"tool_calls", Json::array({{{"index", 0},
-                                        {"id", call_id},
-                                        {"type", "function"},
-                                        {"function", {{"name", reply.tool_name}, {"arguments", ""}}}}})}},
+    chunk({{"tool_calls",
+            Json::array({{{"index", 0},
+                          {"id", call_id},
+                          {"type", "function"},
+                          {"function", {{"name", reply.tool_name}, {"arguments", ""}}}}})}},
           nullptr);
     for (const std::string& p : pieces(reply.tool_arguments)) {
       chunk({{"tool_calls", Json::array({{{"index", 0}, {"function", {{"arguments", p}}}}})}},
@@ -184,9 +181,8 @@ std::vector<std::string> MockStream(const MockReply& reply, const std::string& m
     chunk(Json::object(), "stop");
   }
   if (include_usage) {
-    Json c = {{"id", id},          {"object", "chat.completion.chunk"},
-              {"created", created}, {"model", model},
-              {"choices", Json::array()}, {"usage", Usage(reply)}};
+    Json c = {{"id", id},       {"object", "chat.completion.chunk"}, {"created", created},
+              {"model", model}, {"choices", Json::array()},          {"usage", Usage(reply)}};
     out.push_back(Dump(c));
   }
   out.push_back("[DONE]");

@@ -4,10 +4,9 @@
 #ifndef KT_GATEWAY_INTERNAL_MOCK_H_
 #define KT_GATEWAY_INTERNAL_MOCK_H_
 
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 namespace kt::gateway {
 
@@ -24,16 +23,16 @@ struct MockReply {
 MockReply MockComplete(const nlohmann::json& request);
 
 // A chat.completion object.
-nlohmann::json MockResponse(const MockReply& reply, const std::string& model,
-                            const std::string& id, int64_t created);
+nlohmann::json MockResponse(const MockReply& reply, const std::string& model, const std::string& id,
+                            int64_t created);
 
 // The `data:` payloads of a streamed reply (chat.completion.chunk objects),
 // content cut into pieces of about `chunk_size` bytes on UTF-8 character
 // boundaries, ending with "[DONE]". Usage comes in a last chunk when the
 // request asked for it (stream_options.include_usage).
 std::vector<std::string> MockStream(const MockReply& reply, const std::string& model,
-                                    const std::string& id, int64_t created,
-                                    std::size_t chunk_size, bool include_usage);
+                                    const std::string& id, int64_t created, std::size_t chunk_size,
+                                    bool include_usage);
 
 }  // namespace kt::gateway
 

@@ -69,7 +69,8 @@ void Record(Exchange* x, const Decision& d) {
   for (const PolicyHit& h : d.hits) {
     Json spans = Json::array();
     for (const MatchSpan& m : h.spans) {
-      spans.push_back({{"field", m.field}, {"start", m.start}, {"end", m.end}, {"pattern", m.pattern}});
+      spans.push_back(
+          {{"field", m.field}, {"start", m.start}, {"end", m.end}, {"pattern", m.pattern}});
     }
     x->decisions.push_back({{"stage", d.stage},
                             {"policy", h.policy},
@@ -82,9 +83,8 @@ void Record(Exchange* x, const Decision& d) {
     if (h.action == "redact" && h.enforced) x->redacted = true;
   }
   if (d.error) {
-    x->decisions.push_back({{"stage", d.stage},
-                            {"verdict", "not_evaluated"},
-                            {"error", d.error_message}});
+    x->decisions.push_back(
+        {{"stage", d.stage}, {"verdict", "not_evaluated"}, {"error", d.error_message}});
   }
 }
 
@@ -132,7 +132,8 @@ void WriteAudit(Gateway* g, const Exchange& x) {
   }
   if (x.error_code.rfind("upstream_", 0) == 0) g->metrics.CountUpstreamError(x.error_code);
   g->metrics.policy_latency.Observe(static_cast<double>(x.policy_us) / 1e6);
-  if (x.upstream_us > 0) g->metrics.upstream_latency.Observe(static_cast<double>(x.upstream_us) / 1e6);
+  if (x.upstream_us > 0)
+    g->metrics.upstream_latency.Observe(static_cast<double>(x.upstream_us) / 1e6);
   g->metrics.total_latency.Observe(static_cast<double>(total) / 1e6);
   if (x.stream_capped) ++g->metrics.hold_capped;
 }
@@ -205,10 +206,10 @@ const char* UpstreamCodeOf(UpstreamFailure f) {
 // Headers of an upstream error response that clients act on.
 std::vector<std::pair<std::string, std::string>> PassThroughHeaders(const UpstreamExchange& ex) {
   std::vector<std::pair<std::string, std::string>> out;
-  for (const char* h : {"retry-after", "retry-after-ms", "x-should-retry",
-                        "x-ratelimit-limit-requests", "x-ratelimit-remaining-requests",
-                        "x-ratelimit-reset-requests", "x-ratelimit-limit-tokens",
-                        "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens"}) {
+  for (const char* h :
+       {"retry-after", "retry-after-ms", "x-should-retry", "x-ratelimit-limit-requests",
+        "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests", "x-ratelimit-limit-tokens",
+        "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens"}) {
     std::string v = ex.header(h);
     if (!v.empty()) out.emplace_back(h, v);
   }
@@ -262,11 +263,11 @@ std::optional<Decision> JudgeResponse(const PolicyEngine& engine, const Json& re
       for (const Json& call : message["tool_calls"]) {
         const Json fn = call.value("function", Json::object());
         int64_t t = MonoMicros();
-        Decision d = engine.EvaluateToolCall(
-            request, fn.value("name", ""),
-            fn.contains("arguments") && fn["arguments"].is_string() ? fn["arguments"].get<std::string>()
-                                                                     : "",
-            call.value("id", ""), index++, ctx);
+        Decision d = engine.EvaluateToolCall(request, fn.value("name", ""),
+                                             fn.contains("arguments") && fn["arguments"].is_string()
+                                                 ? fn["arguments"].get<std::string>()
+                                                 : "",
+                                             call.value("id", ""), index++, ctx);
         x->policy_us += MonoMicros() - t;
         Record(x, d);
         if (d.blocked || (d.error && !fail_open)) return d;
@@ -275,9 +276,10 @@ std::optional<Decision> JudgeResponse(const PolicyEngine& engine, const Json& re
     if (message.contains("content") && message["content"].is_string()) {
       std::string text = message["content"].get<std::string>();
       int64_t t = MonoMicros();
-      Decision d = engine.EvaluateOutput(request, &text, choice.value("finish_reason", Json("")).is_string()
-                                                             ? choice["finish_reason"].get<std::string>()
-                                                             : "",
+      Decision d = engine.EvaluateOutput(request, &text,
+                                         choice.value("finish_reason", Json("")).is_string()
+                                             ? choice["finish_reason"].get<std::string>()
+                                             : "",
                                          ctx);
       x->policy_us += MonoMicros() - t;
       Record(x, d);
@@ -443,8 +445,8 @@ class StreamRelay {
         if (call.judged) continue;
         call.judged = true;
         int64_t t = MonoMicros();
-        Decision d = engine_.EvaluateToolCall(request_, call.name, call.arguments, call.id, index,
-                                              ctx_);
+        Decision d =
+            engine_.EvaluateToolCall(request_, call.name, call.arguments, call.id, index, ctx_);
         x_->policy_us += MonoMicros() - t;
         Record(x_, d);
         if (d.blocked) return Blocked(d, out, false);
@@ -498,8 +500,8 @@ class StreamRelay {
     std::string code = PolicyCode(*h, fallback);
     x_->error_code = code;
     x_->error_message = h->message;
-    *out += "data: " + Dump(ErrorEnvelope("policy_violation", code, h->message, x_->request_id,
-                                          h->policy)) +
+    *out += "data: " +
+            Dump(ErrorEnvelope("policy_violation", code, h->message, x_->request_id, h->policy)) +
             "\n\n";
     return false;
   }
@@ -563,12 +565,15 @@ Response RateLimitResponse(Gateway* g, Exchange* x, const LimitConfig& limit,
   if (limit.requests > 0) {
     h.emplace_back("x-ratelimit-limit-requests", std::to_string(limit.requests));
     h.emplace_back("x-ratelimit-remaining-requests", "0");
-    h.emplace_back("x-ratelimit-reset-requests", std::to_string(static_cast<int64_t>(std::ceil(v.reset_s * 1000))) + "ms");
+    h.emplace_back("x-ratelimit-reset-requests",
+                   std::to_string(static_cast<int64_t>(std::ceil(v.reset_s * 1000))) + "ms");
   }
   std::string what = limit.requests > 0 ? std::to_string(limit.requests) + " requests"
                                         : std::to_string(limit.tokens) + " tokens";
-  std::string window = limit.window_s == 1 ? "second" : limit.window_s == 60 ? "minute"
-                       : limit.window_s == 3600 ? "hour" : "day";
+  std::string window = limit.window_s == 1      ? "second"
+                       : limit.window_s == 60   ? "minute"
+                       : limit.window_s == 3600 ? "hour"
+                                                : "day";
   std::string message = "rate limit `" + limit.name + "` exceeded: " + what + " per " + window;
   x->status = 429;
   x->error_code = "rate_limit_exceeded";
@@ -595,28 +600,21 @@ asio::awaitable<Handled> ChatCompletions(Gateway* g, beast::tcp_stream& stream,
   std::shared_ptr<const PolicyState> state = g->Current();
   const PolicyEngine* engine = state == nullptr ? nullptr : state->engine.get();
   if (engine == nullptr) {
-    {
-      *res = ErrorResponse(g, x, 503, "unavailable", "not_ready",
-                                 "the gateway has no policy set loaded yet", keep_alive);
-      co_return Handled::kReply;
-    }
+    *res = ErrorResponse(g, x, 503, "unavailable", "not_ready",
+                         "the gateway has no policy set loaded yet", keep_alive);
+    co_return Handled::kReply;
   }
   x->policy_version = engine->version();
   Json body = Json::parse(req.body(), nullptr, false);
   if (body.is_discarded()) {
-    {
-      *res = ErrorResponse(g, x, 422, "validation_error", "invalid_json",
-                                 "the request body is not valid JSON", keep_alive);
-      co_return Handled::kReply;
-    }
+    *res = ErrorResponse(g, x, 422, "validation_error", "invalid_json",
+                         "the request body is not valid JSON", keep_alive);
+    co_return Handled::kReply;
   }
   std::string invalid = ValidateChatRequest(body);
   if (!invalid.empty()) {
-    {
-      *res = ErrorResponse(g, x, 422, "validation_error", "invalid_request",
-                                 invalid, keep_alive);
-      co_return Handled::kReply;
-    }
+    *res = ErrorResponse(g, x, 422, "validation_error", "invalid_request", invalid, keep_alive);
+    co_return Handled::kReply;
   }
   x->model = body["model"].get<std::string>();
   x->stream = body.contains("stream") && body["stream"].is_boolean() && body["stream"].get<bool>();
@@ -626,25 +624,23 @@ asio::awaitable<Handled> ChatCompletions(Gateway* g, beast::tcp_stream& stream,
   // Rate limits: before the policies and before any upstream call.
   std::vector<LimitKey> limit_keys;
   std::vector<std::pair<LimitCounter*, std::string>> acquired;
-  {
-    std::string error;
-    if (!engine->LimitsFor(body, ctx, &limit_keys, &error) && !g->options.fail_open) {
-      x->outcome = "not_evaluated";
-      *res = ErrorResponse(g, x, 500, "policy_error", "policy_evaluation_failed", error, keep_alive);
-      co_return Handled::kReply;
+  std::string error;
+  if (!engine->LimitsFor(body, ctx, &limit_keys, &error) && !g->options.fail_open) {
+    x->outcome = "not_evaluated";
+    *res = ErrorResponse(g, x, 500, "policy_error", "policy_evaluation_failed", error, keep_alive);
+    co_return Handled::kReply;
+  }
+  const int64_t now = MonoMicros();
+  for (const LimitKey& k : limit_keys) {
+    LimitCounter* counter = state->limits[k.limit].get();
+    LimitCounter::Verdict v = counter->Acquire(k.key, now);
+    if (v.admitted) {
+      acquired.emplace_back(counter, k.key);
+      continue;
     }
-    const int64_t now = MonoMicros();
-    for (const LimitKey& k : limit_keys) {
-      LimitCounter* counter = state->limits[k.limit].get();
-      LimitCounter::Verdict v = counter->Acquire(k.key, now);
-      if (v.admitted) {
-        acquired.emplace_back(counter, k.key);
-        continue;
-      }
-      for (auto& [c, key] : acquired) c->Release(key, now);
-      *res = RateLimitResponse(g, x, counter->config(), v, keep_alive);
-      co_return Handled::kReply;
-    }
+    for (auto& [c, key] : acquired) c->Release(key, now);
+    *res = RateLimitResponse(g, x, counter->config(), v, keep_alive);
+    co_return Handled::kReply;
   }
 
   // Input stage: before any upstream call.
@@ -656,32 +652,25 @@ asio::awaitable<Handled> ChatCompletions(Gateway* g, beast::tcp_stream& stream,
   if (in.error) {
     if (!g->options.fail_open) {
       x->outcome = "not_evaluated";
-      {
       *res = ErrorResponse(g, x, 500, "policy_error", "policy_evaluation_failed",
-                                   "the request could not be evaluated: " + in.error_message,
-                                   keep_alive);
+                           "the request could not be evaluated: " + in.error_message, keep_alive);
       co_return Handled::kReply;
-    }
     }
     x->outcome = "not_evaluated";
   }
   if (in.blocked) {
     const PolicyHit* h = in.blocking();
     x->outcome = "blocked";
-    {
-      *res = ErrorResponse(g, x, 409, "policy_violation",
-                                 PolicyCode(*h, "input_blocked"), h->message, keep_alive, h->policy);
-      co_return Handled::kReply;
-    }
+    *res = ErrorResponse(g, x, 409, "policy_violation", PolicyCode(*h, "input_blocked"), h->message,
+                         keep_alive, h->policy);
+    co_return Handled::kReply;
   }
 
   Route route;
   if (!RouteFor(*g, *engine, x->model, &route)) {
-    {
-      *res = ErrorResponse(g, x, 404, "invalid_request_error", "model_not_found",
-                                 "no provider serves the model `" + x->model + "`", keep_alive);
-      co_return Handled::kReply;
-    }
+    *res = ErrorResponse(g, x, 404, "invalid_request_error", "model_not_found",
+                         "no provider serves the model `" + x->model + "`", keep_alive);
+    co_return Handled::kReply;
   }
   x->provider = route.provider;
 
@@ -721,11 +710,9 @@ asio::awaitable<Handled> ChatCompletions(Gateway* g, beast::tcp_stream& stream,
     bool started = co_await ex->Start(std::move(up), timeouts);
     if (!started) {
       x->upstream_us = MonoMicros() - up0;
-      {
       *res = ErrorResponse(g, x, UpstreamStatusOf(ex->failure()), "upstream_error",
-                                   UpstreamCodeOf(ex->failure()), ex->error(), keep_alive);
+                           UpstreamCodeOf(ex->failure()), ex->error(), keep_alive);
       co_return Handled::kReply;
-    }
     }
     if (ex->status() < 200 || ex->status() > 299) {
       // The upstream's own error, passed through faithfully.
@@ -733,24 +720,19 @@ asio::awaitable<Handled> ChatCompletions(Gateway* g, beast::tcp_stream& stream,
       bool ok = co_await ex->ReadAll(&err_body);
       x->upstream_us = MonoMicros() - up0;
       if (!ok) {
-        {
-      *res = ErrorResponse(g, x, UpstreamStatusOf(ex->failure()),
-                                     "upstream_error", UpstreamCodeOf(ex->failure()), ex->error(),
-                                     keep_alive);
-      co_return Handled::kReply;
-    }
+        *res = ErrorResponse(g, x, UpstreamStatusOf(ex->failure()), "upstream_error",
+                             UpstreamCodeOf(ex->failure()), ex->error(), keep_alive);
+        co_return Handled::kReply;
       }
       x->status = ex->status();
       x->outcome = "upstream_error";
       x->error_code = "upstream_status_" + std::to_string(ex->status());
       WriteAudit(g, *x);
       std::string ct = ex->header("content-type");
-      {
-      *res = BodyResponse(x, ex->status(), std::move(err_body),
-                                  ct.empty() ? "application/json" : ct, keep_alive,
-                                  PassThroughHeaders(*ex));
+      *res =
+          BodyResponse(x, ex->status(), std::move(err_body), ct.empty() ? "application/json" : ct,
+                       keep_alive, PassThroughHeaders(*ex));
       co_return Handled::kReply;
-    }
     }
   }
 
@@ -764,21 +746,15 @@ asio::awaitable<Handled> ChatCompletions(Gateway* g, beast::tcp_stream& stream,
       bool ok = co_await ex->ReadAll(&text);
       x->upstream_us = MonoMicros() - up0;
       if (!ok) {
-        {
-      *res = ErrorResponse(g, x, UpstreamStatusOf(ex->failure()),
-                                     "upstream_error", UpstreamCodeOf(ex->failure()), ex->error(),
-                                     keep_alive);
-      co_return Handled::kReply;
-    }
+        *res = ErrorResponse(g, x, UpstreamStatusOf(ex->failure()), "upstream_error",
+                             UpstreamCodeOf(ex->failure()), ex->error(), keep_alive);
+        co_return Handled::kReply;
       }
       response = Json::parse(text, nullptr, false);
       if (response.is_discarded() || !response.is_object()) {
-        {
-      *res = ErrorResponse(g, x, 502, "upstream_error",
-                                     "invalid_upstream_response",
-                                     "the upstream response is not a JSON object", keep_alive);
-      co_return Handled::kReply;
-    }
+        *res = ErrorResponse(g, x, 502, "upstream_error", "invalid_upstream_response",
+                             "the upstream response is not a JSON object", keep_alive);
+        co_return Handled::kReply;
       }
     }
     x->upstream_us = MonoMicros() - up0;
@@ -788,32 +764,26 @@ asio::awaitable<Handled> ChatCompletions(Gateway* g, beast::tcp_stream& stream,
         JudgeResponse(*engine, body, ctx, &response, x, g->options.fail_open, &modified);
     if (blocked && blocked->error && !blocked->blocked) {
       x->outcome = "not_evaluated";
-      {
       *res = ErrorResponse(g, x, 500, "policy_error", "policy_evaluation_failed",
-                                   "the response could not be evaluated: " +
-                                       blocked->error_message,
-                                   keep_alive);
+                           "the response could not be evaluated: " + blocked->error_message,
+                           keep_alive);
       co_return Handled::kReply;
-    }
     }
     if (blocked) {
       const PolicyHit* h = blocked->blocking();
       x->outcome = "blocked";
-      {
-      *res = ErrorResponse(g, x, 409, "policy_violation",
+      *res = ErrorResponse(
+          g, x, 409, "policy_violation",
           PolicyCode(*h, blocked->stage == "tool_call" ? "tool_blocked" : "output_blocked"),
           h->message, keep_alive, h->policy);
       co_return Handled::kReply;
     }
-    }
     x->status = 200;
     CountTokens(acquired, x->usage);
     WriteAudit(g, *x);
-    {
-      *res = BodyResponse(x, 200, modified ? Dump(response) : std::move(text), "application/json",
-                          keep_alive);
-      co_return Handled::kReply;
-    }
+    *res = BodyResponse(x, 200, modified ? Dump(response) : std::move(text), "application/json",
+                        keep_alive);
+    co_return Handled::kReply;
   }
 
   // Streamed: headers now, then frames as they are judged.
@@ -838,10 +808,9 @@ asio::awaitable<Handled> ChatCompletions(Gateway* g, beast::tcp_stream& stream,
   if (ex == nullptr) {
     bool include_usage = body.contains("stream_options") && body["stream_options"].is_object() &&
                          body["stream_options"].value("include_usage", false);
-    std::vector<std::string> events =
-        MockStream(mock, x->model, completion_id, NowMicros() / 1000000,
-                   route.chunk_size > 0 ? static_cast<std::size_t>(route.chunk_size) : 16,
-                   include_usage);
+    std::vector<std::string> events = MockStream(
+        mock, x->model, completion_id, NowMicros() / 1000000,
+        route.chunk_size > 0 ? static_cast<std::size_t>(route.chunk_size) : 16, include_usage);
     for (std::size_t i = 0; open && i < events.size(); ++i) {
       co_await Sleep(route.latency_ms);
       std::string out;
@@ -906,7 +875,7 @@ asio::awaitable<Handled> ChatCompletions(Gateway* g, beast::tcp_stream& stream,
     auto last = http::make_chunk_last();
     co_await asio::async_write(stream, last, Redirect(ec));
   }
-  co_return client_ok && keep_alive ? Handled::kStreamedOpen : Handled::kStreamed;
+  co_return client_ok&& keep_alive ? Handled::kStreamedOpen : Handled::kStreamed;
 }
 
 Response ModelsResponse(Gateway* g, Exchange* x, bool keep_alive) {
@@ -1023,7 +992,8 @@ Json HealthJson(Gateway* g) {
     h["limits"] = st->engine->limits().size();
     Json providers = Json::array();
     if (!g->options.upstream.empty()) {
-      providers.push_back({{"name", "upstream"}, {"kind", "openai"}, {"base_url", g->options.upstream}});
+      providers.push_back(
+          {{"name", "upstream"}, {"kind", "openai"}, {"base_url", g->options.upstream}});
     }
     for (const ProviderConfig& p : st->engine->providers()) {
       providers.push_back({{"name", p.name}, {"kind", p.kind}, {"models", p.models}});
@@ -1068,7 +1038,8 @@ bool RouteFor(const Gateway& g, const PolicyEngine& engine, const std::string& m
       if (p.kind != "mock") {
         std::string base = p.base_url;
         if (base.empty()) {
-          base = p.kind == "anthropic" ? "https://api.anthropic.com/v1" : "https://api.openai.com/v1";
+          base =
+              p.kind == "anthropic" ? "https://api.anthropic.com/v1" : "https://api.openai.com/v1";
         }
         if (!ParseUrl(base, &r.url)) continue;
       }
@@ -1118,10 +1089,10 @@ asio::awaitable<void> Session(tcp::socket socket, Gateway* g) {
     x.t0 = MonoMicros();
     x.request_id = NewId("req_");
     if (ec == http::error::header_limit) {
-      Response r = ErrorResponse(g, &x, 431, "validation_error", "headers_too_large",
-                                 "the request headers exceed " +
-                                     std::to_string(g->options.max_header_bytes) + " bytes",
-                                 false);
+      Response r = ErrorResponse(
+          g, &x, 431, "validation_error", "headers_too_large",
+          "the request headers exceed " + std::to_string(g->options.max_header_bytes) + " bytes",
+          false);
       co_await Write(stream, r);
       break;
     }
@@ -1143,17 +1114,18 @@ asio::awaitable<void> Session(tcp::socket socket, Gateway* g) {
     x.path = std::string(head.target());
     if (std::string rid = h("x-request-id"); !rid.empty() && rid.size() <= 200) x.request_id = rid;
     x.correlation_id = h("x-correlation-id");
-    if (x.correlation_id.empty() || x.correlation_id.size() > 200) x.correlation_id = NewId("corr_");
+    if (x.correlation_id.empty() || x.correlation_id.size() > 200)
+      x.correlation_id = NewId("corr_");
     x.request_source = h("x-request-source").substr(0, 200);
     x.traceparent = h("traceparent").substr(0, 200);
     x.client_key = BearerToken(h("authorization"));
     if (x.client_key.empty()) x.client_key = h("api-key");
     x.key_fingerprint = KeyFingerprint(x.client_key);
     if (ec == http::error::body_limit) {
-      Response r = ErrorResponse(g, &x, 413, "validation_error", "request_too_large",
-                                 "the request body exceeds " +
-                                     std::to_string(g->options.max_body_bytes) + " bytes",
-                                 false);
+      Response r = ErrorResponse(
+          g, &x, 413, "validation_error", "request_too_large",
+          "the request body exceeds " + std::to_string(g->options.max_body_bytes) + " bytes",
+          false);
       co_await Write(stream, r);
       co_await Linger(stream, buffer);
       co_return;
@@ -1194,10 +1166,10 @@ asio::awaitable<void> Session(tcp::socket socket, Gateway* g) {
     } else if (target == "/metrics" && req.method() == http::verb::get) {
       x.path.clear();
       std::shared_ptr<const PolicyState> st = g->Current();
-      res = BodyResponse(&x, 200,
-                         g->metrics.Render(std::string(Version()),
-                                           st == nullptr ? "" : st->engine->version()),
-                         "text/plain; version=0.0.4; charset=utf-8", keep_alive);
+      res = BodyResponse(
+          &x, 200,
+          g->metrics.Render(std::string(Version()), st == nullptr ? "" : st->engine->version()),
+          "text/plain; version=0.0.4; charset=utf-8", keep_alive);
     } else if (target == "/admin/reload" && req.method() == http::verb::post) {
       x.path.clear();
       beast::error_code rec;
@@ -1205,9 +1177,9 @@ asio::awaitable<void> Session(tcp::socket socket, Gateway* g) {
       bool loopback = !rec && remote.address().is_loopback();
       bool token_ok = !g->options.admin_token.empty() && x.client_key == g->options.admin_token;
       if (!loopback && !token_ok) {
-        res = ErrorResponse(g, &x, 403, "invalid_request_error", "forbidden",
-                            "reloads are accepted from loopback, or with --admin-token",
-                            keep_alive);
+        res =
+            ErrorResponse(g, &x, 403, "invalid_request_error", "forbidden",
+                          "reloads are accepted from loopback, or with --admin-token", keep_alive);
       } else {
         std::string error;
         bool reloaded = Reload(g, &error);

@@ -109,7 +109,9 @@ void UpstreamExchange::Cancel() {
 
 asio::awaitable<bool> UpstreamExchange::Start(http::request<http::string_body> request,
                                               UpstreamTimeouts timeouts) {
-  auto redirect = [](beast::error_code& ec) { return asio::redirect_error(asio::use_awaitable, ec); };
+  auto redirect = [](beast::error_code& ec) {
+    return asio::redirect_error(asio::use_awaitable, ec);
+  };
   deadline_ = Clock::now() + Ms(timeouts.total_ms);
   request.prepare_payload();
   // A pooled connection may have been closed by the upstream while idle;
@@ -138,8 +140,9 @@ asio::awaitable<bool> UpstreamExchange::Start(http::request<http::string_body> r
       }
       conn_->connected = true;
     }
-    Expire(Ms(std::min(timeouts.first_byte_ms,
-                       std::chrono::duration<double, std::milli>(deadline_ - Clock::now()).count())));
+    Expire(
+        Ms(std::min(timeouts.first_byte_ms,
+                    std::chrono::duration<double, std::milli>(deadline_ - Clock::now()).count())));
     if (conn_->tls) {
       co_await http::async_write(conn_->stream, request, redirect(ec));
     } else {
@@ -219,7 +222,7 @@ asio::awaitable<bool> UpstreamExchange::ReadAll(std::string* out) {
     bool more = co_await ReadSome(out);
     if (!more) break;
   }
-  co_return done_ && failure_ == UpstreamFailure::kNone;
+  co_return done_&& failure_ == UpstreamFailure::kNone;
 }
 
 }  // namespace kt::gateway

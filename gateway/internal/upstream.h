@@ -7,18 +7,16 @@
 #define KT_GATEWAY_INTERNAL_UPSTREAM_H_
 
 #include <array>
+#include <boost/asio.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/beast.hpp>
+#include <boost/beast/ssl.hpp>
 #include <deque>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <string>
-
 #include <utility>  // Boost 1.74's awaitable.hpp uses std::exchange without it
-
-#include <boost/asio.hpp>
-#include <boost/asio/ssl.hpp>
-#include <boost/beast.hpp>
-#include <boost/beast/ssl.hpp>
 
 #include "gateway/internal/util.h"
 
@@ -65,8 +63,7 @@ class UpstreamExchange {
 
   // Connects (or reuses a pooled connection), sends the request and reads
   // the response header. False on failure: see failure() and error().
-  asio::awaitable<bool> Start(http::request<http::string_body> request,
-                              UpstreamTimeouts timeouts);
+  asio::awaitable<bool> Start(http::request<http::string_body> request, UpstreamTimeouts timeouts);
   int status() const;
   std::string header(std::string_view name) const;
 

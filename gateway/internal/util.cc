@@ -5,9 +5,9 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstring>
 #include <random>
 #include <thread>
-#include <cstring>
 
 namespace kt::gateway {
 
@@ -116,9 +116,8 @@ int64_t MonoMicros() {
       .count();
 }
 
-nlohmann::json ErrorEnvelope(std::string_view type, std::string_view code,
-                             std::string_view message, std::string_view request_id,
-                             std::string_view policy) {
+nlohmann::json ErrorEnvelope(std::string_view type, std::string_view code, std::string_view message,
+                             std::string_view request_id, std::string_view policy) {
   nlohmann::json error = {{"type", type}, {"code", code}, {"message", message}};
   if (!policy.empty()) error["policy"] = policy;
   error["request_id"] = request_id;

@@ -4,10 +4,9 @@
 #define KT_GATEWAY_INTERNAL_UTIL_H_
 
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
-
-#include <nlohmann/json.hpp>
 
 namespace kt::gateway {
 
@@ -30,13 +29,12 @@ std::string Sha256Hex(std::string_view data);
 // The audit trail's name for an API key: never the key itself.
 std::string KeyFingerprint(std::string_view key);
 
-int64_t NowMicros();  // wall clock, for audit timestamps
+int64_t NowMicros();   // wall clock, for audit timestamps
 int64_t MonoMicros();  // monotonic, for latencies
 
 // The gateway's error envelope (ARCHITECTURE.md §5).
-nlohmann::json ErrorEnvelope(std::string_view type, std::string_view code,
-                             std::string_view message, std::string_view request_id,
-                             std::string_view policy = {});
+nlohmann::json ErrorEnvelope(std::string_view type, std::string_view code, std::string_view message,
+                             std::string_view request_id, std::string_view policy = {});
 
 // The bearer token of an Authorization header value ("" when there is none).
 std::string BearerToken(std::string_view authorization);

@@ -1,11 +1,11 @@
 // The policy engine the gateway enforces with: decisions per stage, input
 // rewriting, and the stream evaluator's zero-leak promise under every split.
+#include <gtest/gtest.h>
+
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <thread>
-
-#include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 
 #include "compiler/compiler.h"
 
@@ -98,10 +98,10 @@ policy "no-big-transfers" {
   ASSERT_NE(engine, nullptr);
   EXPECT_TRUE(engine->EvaluateToolCall(Request("x"), "transfer", R"({"amount": 500})", "c1", 0, {})
                   .blocked);
-  EXPECT_FALSE(engine->EvaluateToolCall(Request("x"), "transfer", R"({"amount": 5})", "c1", 0, {})
-                   .blocked);
-  EXPECT_FALSE(engine->EvaluateToolCall(Request("x"), "lookup", R"({"amount": 500})", "c1", 0, {})
-                   .blocked);
+  EXPECT_FALSE(
+      engine->EvaluateToolCall(Request("x"), "transfer", R"({"amount": 5})", "c1", 0, {}).blocked);
+  EXPECT_FALSE(
+      engine->EvaluateToolCall(Request("x"), "lookup", R"({"amount": 500})", "c1", 0, {}).blocked);
 }
 
 // Feeds `text` in the given pieces; returns the released bytes, or nullopt
