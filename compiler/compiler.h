@@ -21,13 +21,13 @@
 #include <cstddef>
 #include <cstdint>
 #include <map>
-
-#include <nlohmann/json.hpp>
 #include <memory>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "runtime/abi/automaton.h"
 

@@ -22,8 +22,9 @@
 #include <cstdlib>
 #include <functional>
 #include <map>
-#include <nlohmann/json.hpp>
 #include <set>
+
+#include <nlohmann/json.hpp>
 
 #include "compiler/compiler.h"
 #include "compiler/internal/driver.h"

@@ -6,9 +6,10 @@
 
 #include <cstdio>
 #include <mutex>
-#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 namespace kt::gateway {
 

@@ -4,9 +4,10 @@
 #ifndef KT_GATEWAY_INTERNAL_MOCK_H_
 #define KT_GATEWAY_INTERNAL_MOCK_H_
 
-#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 namespace kt::gateway {
 

@@ -3,13 +3,14 @@
 #define KT_GATEWAY_INTERNAL_SERVER_H_
 
 #include <atomic>
-#include <boost/asio.hpp>
-#include <boost/beast.hpp>
 #include <memory>
 #include <mutex>
 #include <set>
 #include <string>
 #include <utility>  // Boost 1.74's awaitable.hpp uses std::exchange without it
+
+#include <boost/asio.hpp>
+#include <boost/beast.hpp>
 
 #include "compiler/compiler.h"
 #include "gateway/gateway.h"

@@ -1,13 +1,13 @@
 #include "gateway/internal/util.h"
 
-#include <openssl/rand.h>
-#include <openssl/sha.h>
-
 #include <atomic>
 #include <chrono>
 #include <cstring>
 #include <random>
 #include <thread>
+
+#include <openssl/rand.h>
+#include <openssl/sha.h>
 
 namespace kt::gateway {
 

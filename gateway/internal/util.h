@@ -4,9 +4,10 @@
 #define KT_GATEWAY_INTERNAL_UTIL_H_
 
 #include <cstdint>
-#include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
+
+#include <nlohmann/json.hpp>
 
 namespace kt::gateway {
 

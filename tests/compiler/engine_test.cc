@@ -1,11 +1,11 @@
 // The policy engine the gateway enforces with: decisions per stage, input
 // rewriting, and the stream evaluator's zero-leak promise under every split.
-#include <gtest/gtest.h>
-
 #include <fstream>
-#include <nlohmann/json.hpp>
 #include <random>
 #include <thread>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include "compiler/compiler.h"
 
