@@ -29,16 +29,20 @@ bool ParseListen(const std::string& listen, std::string* host, std::string* port
 }
 
 asio::awaitable<void> Accept(tcp::acceptor* acceptor, Gateway* g) {
+  std::size_t next = 0;
   while (!g->stopping.load()) {
     beast::error_code ec;
-    tcp::socket socket =
-        co_await acceptor->async_accept(asio::redirect_error(asio::use_awaitable, ec));
+    // Round-robin: the new socket belongs to the next worker's io_context.
+    const std::size_t worker = next++ % g->ios.size();
+    tcp::socket socket = co_await acceptor->async_accept(
+        g->io(worker), asio::redirect_error(asio::use_awaitable, ec));
     if (ec) {
       if (g->stopping.load() || ec == asio::error::operation_aborted) break;
       continue;  // EMFILE and friends: keep serving the connections we have
     }
     socket.set_option(tcp::no_delay(true), ec);
-    asio::co_spawn(g->io, Session(std::move(socket), g), [](std::exception_ptr e) {
+    UpstreamPool* pool = g->pools[worker].get();
+    asio::co_spawn(g->io(worker), Session(std::move(socket), g, pool), [](std::exception_ptr e) {
       // A bug must not take the process down with it, and must not pass
       // unnoticed either.
       if (e == nullptr) return;
@@ -76,7 +80,14 @@ int Run(const Options& options) {
     std::cerr << "kt gateway: " << error << "\n";
     return 2;
   }
-  g.pool = std::make_unique<UpstreamPool>(&g.io, options.ca_file, &error);
+  const int threads = options.threads > 0
+                          ? options.threads
+                          : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  for (int i = 0; i < threads; ++i) {
+    g.ios.push_back(std::make_unique<asio::io_context>(1));
+    error.clear();
+    g.pools.push_back(std::make_unique<UpstreamPool>(g.ios.back().get(), options.ca_file, &error));
+  }
   if (!error.empty()) std::cerr << "kt gateway: warning: " << error << "\n";
 
   std::string host, port;
@@ -84,9 +95,9 @@ int Run(const Options& options) {
     std::cerr << "kt gateway: --listen must be HOST:PORT\n";
     return 2;
   }
-  tcp::acceptor acceptor(g.io);
+  tcp::acceptor acceptor(g.io());
   beast::error_code ec;
-  tcp::resolver resolver(g.io);
+  tcp::resolver resolver(g.io());
   auto endpoints = resolver.resolve(host, port, ec);
   if (ec || endpoints.empty()) {
     std::cerr << "kt gateway: cannot resolve " << options.listen << ": " << ec.message() << "\n";
@@ -108,11 +119,11 @@ int Run(const Options& options) {
   if (!options.upstream.empty()) std::cerr << ", upstream " << options.upstream;
   std::cerr << std::endl;
 
-  asio::co_spawn(g.io, Accept(&acceptor, &g), asio::detached);
+  asio::co_spawn(g.io(), Accept(&acceptor, &g), asio::detached);
 
   // SIGHUP: reopen the audit log (rotation) and reload the policies; a
   // failed reload keeps the set in force and says why.
-  asio::signal_set hup(g.io, SIGHUP);
+  asio::signal_set hup(g.io(), SIGHUP);
   std::function<void()> wait_hup = [&] {
     hup.async_wait([&](const beast::error_code& e, int) {
       if (e) return;
@@ -132,8 +143,11 @@ int Run(const Options& options) {
 
   // Shutdown: stop accepting, close idle keep-alive connections, let the
   // requests in flight finish (bounded by drain_timeout_ms), then stop.
-  asio::signal_set signals(g.io, SIGINT, SIGTERM);
-  asio::steady_timer drain(g.io);
+  asio::signal_set signals(g.io(), SIGINT, SIGTERM);
+  asio::steady_timer drain(g.io());
+  // Workers without connections must not return from run() early.
+  std::vector<asio::executor_work_guard<asio::io_context::executor_type>> guards;
+  for (auto& io : g.ios) guards.push_back(asio::make_work_guard(*io));
   std::function<void()> wait_drained;
   int64_t drain_deadline = 0;
   wait_drained = [&] {
@@ -145,7 +159,8 @@ int Run(const Options& options) {
       }
     }
     if (g.sessions.load() == 0 || MonoMicros() > drain_deadline) {
-      g.io.stop();
+      guards.clear();
+      for (auto& io : g.ios) io->stop();
       return;
     }
     drain.expires_after(std::chrono::milliseconds(20));
@@ -163,13 +178,10 @@ int Run(const Options& options) {
     wait_drained();
   });
 
-  int threads = options.threads > 0
-                    ? options.threads
-                    : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  std::vector<std::thread> pool;
-  for (int i = 1; i < threads; ++i) pool.emplace_back([&] { g.io.run(); });
-  g.io.run();
-  for (auto& t : pool) t.join();
+  std::vector<std::thread> workers;
+  for (int i = 1; i < threads; ++i) workers.emplace_back([&g, i] { g.io(i).run(); });
+  g.io().run();
+  for (auto& t : workers) t.join();
   std::cerr << "kt gateway: stopped" << std::endl;
   return 0;
 }

@@ -24,6 +24,7 @@ std::string Dump(const Json& j) { return j.dump(-1, ' ', false, Json::error_hand
 
 // Everything the audit trail and the response headers need about one request.
 struct Exchange {
+  UpstreamPool* pool = nullptr;  // the session's thread's upstream connections
   std::string request_id;
   std::string correlation_id;
   std::string request_source;
@@ -705,7 +706,7 @@ asio::awaitable<Handled> ChatCompletions(Gateway* g, beast::tcp_stream& stream,
     timeouts.first_byte_ms = g->options.first_byte_timeout_ms;
     timeouts.total_ms = route.timeout_ms > 0 ? route.timeout_ms : g->options.total_timeout_ms;
     timeouts.first_byte_ms = std::min(timeouts.first_byte_ms, timeouts.total_ms);
-    ex = std::make_unique<UpstreamExchange>(g->pool.get(), route.url,
+    ex = std::make_unique<UpstreamExchange>(x->pool, route.url,
                                             g->options.max_upstream_body_bytes);
     bool started = co_await ex->Start(std::move(up), timeouts);
     if (!started) {
@@ -1050,7 +1051,7 @@ bool RouteFor(const Gateway& g, const PolicyEngine& engine, const std::string& m
   return false;
 }
 
-asio::awaitable<void> Session(tcp::socket socket, Gateway* g) {
+asio::awaitable<void> Session(tcp::socket socket, Gateway* g, UpstreamPool* pool) {
   beast::tcp_stream stream(std::move(socket));
   beast::flat_buffer buffer;
   ++g->sessions;
@@ -1086,6 +1087,7 @@ asio::awaitable<void> Session(tcp::socket socket, Gateway* g) {
     }
     first = false;
     Exchange x;
+    x.pool = pool;
     x.t0 = MonoMicros();
     x.request_id = NewId("req_");
     if (ec == http::error::header_limit) {

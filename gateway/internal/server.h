@@ -42,8 +42,13 @@ struct Route {
 struct Gateway {
   explicit Gateway(const Options& o) : options(o) {}
   Options options;
-  asio::io_context io;
-  std::unique_ptr<UpstreamPool> pool;
+  // One io_context per worker thread, each with its own upstream pool: a
+  // connection lives on one thread from accept to close, so handlers never
+  // wake another thread (measured: one shared io_context run by two threads
+  // was slower than one thread). io(0) also runs the acceptor and signals.
+  std::vector<std::unique_ptr<asio::io_context>> ios;
+  std::vector<std::unique_ptr<UpstreamPool>> pools;
+  asio::io_context& io(std::size_t i = 0) { return *ios[i]; }
   AuditLog audit;
 
   // The policy set in force, with the counters of its limits. Requests take
@@ -80,7 +85,7 @@ struct Gateway {
 };
 
 // Serves one client connection until it closes (or the gateway stops).
-asio::awaitable<void> Session(asio::ip::tcp::socket socket, Gateway* g);
+asio::awaitable<void> Session(asio::ip::tcp::socket socket, Gateway* g, UpstreamPool* pool);
 
 // Loads the policy files again and swaps them in; on failure the set in
 // force stays, and `*error` says why. Counters of limits that did not change
