@@ -70,9 +70,10 @@ wrk.body = '{"model":"gpt-4o","stream":$stream,"messages":[{"role":"user","conte
 LUA
 done
 
+conns=64; threads=2
 run() {  # name url mode → "req/s p50_us p99_us"
   local out
-  out=$(wrk -t2 -c64 -d"${secs}s" --latency -s "$tmp/$3.lua" "$2/v1/chat/completions")
+  out=$(wrk -t$threads -c$conns -d"${secs}s" --latency -s "$tmp/$3.lua" "$2/v1/chat/completions")
   local rps p50 p99 non2xx
   rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
   p50=$(awk '$1=="50%" {print $2}' <<<"$out")
@@ -84,18 +85,17 @@ run() {  # name url mode → "req/s p50_us p99_us"
 to_us() { python3 -c "
 import re,sys; m=re.match(r'([0-9.]+)(us|ms|s)', sys.argv[1]); v=float(m[1]); print(round(v*{'us':1,'ms':1e3,'s':1e6}[m[2]]))" "$1"; }
 
+table() {
 echo "| mode | target | req/s | p50 µs | p99 µs | p50 added over (a) | p99 added over (a) | req/s vs (b) |"
 echo "|---|---|---:|---:|---:|---:|---:|---:|"
-load_rss=""
 for mode in json stream; do
   # Warm-up: pools, caches, JIT.
   wrk -t2 -c64 -d2s -s "$tmp/$mode.lua" "http://127.0.0.1:$kt1_port/v1/chat/completions" >/dev/null
   read -r a_rps a50 a99 < <(run a "http://127.0.0.1:$up_port" $mode)
   read -r b_rps b50 b99 < <(run b "http://127.0.0.1:$nginx_port" $mode)
   read -r c_rps c50 c99 < <(run c "http://127.0.0.1:$kt0_port" $mode)
-  (sleep $((secs / 2)); rss "$kt1" > "$tmp/load_rss") &
+  (sleep $((secs / 2)); rss "$kt1" > "$tmp/load_rss_$conns") &
   read -r d_rps d50 d99 < <(run d "http://127.0.0.1:$kt1_port" $mode)
-  load_rss=$(cat "$tmp/load_rss")
   for row in "a fake upstream:$a_rps:$a50:$a99" "b nginx proxy_pass:$b_rps:$b50:$b99" \
              "c kt, no policies:$c_rps:$c50:$c99" "d kt, quickstart + stdlib:$d_rps:$d50:$d99"; do
     IFS=: read -r name rps p50 p99 <<<"$row"
@@ -108,6 +108,16 @@ print(f"| {mode} | ({name[0]}) {name[2:]} | {rps:.0f} | {p50:.0f} | {p99:.0f} | 
 PY
   done
 done
+}
+echo "### 64 connections (saturation)"
 echo
-echo "kt (d) RSS: idle $idle_rss, under load $load_rss"
-echo "wrk -t2 -c64 -d${secs}s --latency, 1 KB prompt; $(nproc) cores shared by wrk, node, nginx and kt."
+table
+load_rss=$(cat "$tmp/load_rss_64")
+echo
+echo "### 1 connection (no queueing: what kt adds to one request)"
+echo
+conns=1; threads=1
+table
+echo
+echo "kt (d) RSS: idle $idle_rss, under load (64 connections) $load_rss"
+echo "wrk --latency -d${secs}s (-t2 -c64, then -t1 -c1), 1 KB prompt; $(nproc) cores shared by wrk, node, nginx and kt."
