@@ -133,6 +133,13 @@ Decision ToDecision(const std::string& stage, const internal::Evaluator::Outcome
   return d;
 }
 
+// The decision of a stage no policy is on: allow, nothing recorded.
+Decision NoPolicies(const char* stage) {
+  Decision d;
+  d.stage = stage;
+  return d;
+}
+
 Decision ErrorDecision(const std::string& stage, const std::string& why) {
   Decision d;
   d.stage = stage;
@@ -442,11 +449,7 @@ Decision PolicyEngine::EvaluateToolCall(const Json& request, const std::string& 
                                         const std::string& arguments, const std::string& id,
                                         int index, const EvalContext& ctx) const {
   const Impl& im = *impl_;
-  if (!im.stages.count("tool_call")) {
-    Decision d;
-    d.stage = "tool_call";
-    return d;
-  }
+  if (!im.stages.count("tool_call")) return NoPolicies("tool_call");
   internal::StageInput in = im.Input("tool_call", request, ctx);
   // Arguments that are not JSON are null to policies: a policy that needs a
   // field then sees none (and an allowlist on names still applies).
@@ -463,11 +466,7 @@ Decision PolicyEngine::EvaluateOutput(const Json& request, std::string* text,
                                       const std::string& finish_reason,
                                       const EvalContext& ctx) const {
   const Impl& im = *impl_;
-  if (!im.stages.count("output")) {
-    Decision d;
-    d.stage = "output";
-    return d;
-  }
+  if (!im.stages.count("output")) return NoPolicies("output");
   internal::StageInput in = im.Input("output", request, ctx);
   in.output = {{"text", *text},
                {"finish_reason", finish_reason.empty() ? Json(nullptr) : Json(finish_reason)},

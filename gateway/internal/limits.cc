@@ -86,24 +86,19 @@ LimitCounter::Verdict LimitCounter::Acquire(const std::string& key, int64_t now)
   w.last_us = now;
   Verdict v;
   const double window_s = static_cast<double>(window_us_) / 1e6;
-  if (config_.tokens > 0) {
-    int64_t used = w.Sum(w.token_buckets, now);
-    if (used >= config_.tokens) {
-      v.admitted = false;
-      v.retry_after_s =
-          static_cast<double>(w.OldestStart(w.token_buckets, now) + window_us_ - now) / 1e6;
-      v.reset_s = v.retry_after_s;
-      return v;
-    }
+  // Refused until the oldest counted admission (or bucket) leaves the window.
+  auto refuse = [&](int64_t oldest) {
+    v.admitted = false;
+    v.retry_after_s = static_cast<double>(oldest + window_us_ - now) / 1e6;
+    v.reset_s = v.retry_after_s;
+    return v;
+  };
+  if (config_.tokens > 0 && w.Sum(w.token_buckets, now) >= config_.tokens) {
+    return refuse(w.OldestStart(w.token_buckets, now));
   }
   if (!w.ring.empty()) {
     int64_t oldest = w.ring[w.head];
-    if (oldest > now - window_us_) {
-      v.admitted = false;
-      v.retry_after_s = static_cast<double>(oldest + window_us_ - now) / 1e6;
-      v.reset_s = v.retry_after_s;
-      return v;
-    }
+    if (oldest > now - window_us_) return refuse(oldest);
     w.ring[w.head] = now;
     w.head = (w.head + 1) % w.ring.size();
     int64_t in_window = 0;
@@ -114,13 +109,7 @@ LimitCounter::Verdict LimitCounter::Acquire(const std::string& key, int64_t now)
                 1e6;
   } else if (!w.request_buckets.empty()) {
     int64_t used = w.Sum(w.request_buckets, now);
-    if (used >= config_.requests) {
-      v.admitted = false;
-      v.retry_after_s =
-          static_cast<double>(w.OldestStart(w.request_buckets, now) + window_us_ - now) / 1e6;
-      v.reset_s = v.retry_after_s;
-      return v;
-    }
+    if (used >= config_.requests) return refuse(w.OldestStart(w.request_buckets, now));
     w.Add(w.request_buckets, now, 1);
     v.remaining = config_.requests - used - 1;
     v.reset_s = window_s;

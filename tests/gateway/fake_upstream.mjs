@@ -20,8 +20,9 @@
 import http from 'node:http';
 import https from 'node:https';
 
-export function startFakeUpstream({ name = 'fake', port = 0, quiet = true, tls = null } = {}) {
-  const state = { name, requests: [], cancelled: [], seenKeys: new Set() };
+export function startFakeUpstream({ name = 'fake', port = 0, quiet = true, tls = null, record = true } = {}) {
+  // `record: false` (benchmarks) keeps memory flat over millions of requests.
+  const state = { name, record, requests: [], cancelled: [], seenKeys: new Set() };
   const server = (tls ? https : http).createServer(tls ?? {}, (req, res) => {
     let body = '';
     req.setEncoding('utf8');
@@ -72,7 +73,7 @@ async function handle(state, req, res, raw) {
   let body;
   try { body = JSON.parse(raw); } catch { body = null; }
   const record = { method: req.method, path: req.url, headers: req.headers, body, raw };
-  state.requests.push(record);
+  if (state.record) state.requests.push(record);
   if (!body || !Array.isArray(body.messages)) {
     res.writeHead(400, { 'content-type': 'application/json' });
     res.end(JSON.stringify({ error: { message: 'bad request', type: 'invalid_request_error' } }));
@@ -84,7 +85,7 @@ async function handle(state, req, res, raw) {
   const verb = directive ? directive[1] : '';
   const arg = directive ? directive[2].trim() : '';
   let finished = false;
-  res.on('close', () => { if (!finished) state.cancelled.push(record); });
+  res.on('close', () => { if (!finished && state.record) state.cancelled.push(record); });
   const end = (data) => { finished = true; res.end(data); };
 
   if (verb === 'status') {
@@ -154,5 +155,5 @@ async function handle(state, req, res, raw) {
 
 // Standalone: `node fake_upstream.mjs [PORT]` (the gateway benchmark uses it).
 if (import.meta.url === `file://${process.argv[1]}`) {
-  startFakeUpstream({ port: Number(process.argv[2] || 0), quiet: false });
+  startFakeUpstream({ port: Number(process.argv[2] || 0), quiet: false, record: false });
 }
