@@ -1091,6 +1091,11 @@ asio::awaitable<void> Session(tcp::socket socket, Gateway* g, UpstreamPool* pool
     x.t0 = MonoMicros();
     x.request_id = NewId("req_");
     if (ec == http::error::header_limit) {
+      // What was parsed of the request line, so the refusal is audited too.
+      x.method = std::string(parser.get().method_string());
+      x.path = std::string(parser.get().target());
+      if (x.path.empty()) x.path = "(unparsed)";
+      x.correlation_id = NewId("corr_");
       Response r = ErrorResponse(
           g, &x, 431, "validation_error", "headers_too_large",
           "the request headers exceed " + std::to_string(g->options.max_header_bytes) + " bytes",

@@ -380,6 +380,17 @@ test('an oversized body is a 413', async () => {
   assert.equal((await r.json()).error.code, 'request_too_large');
 });
 
+test('oversized headers are a 431 with an audit record', async () => {
+  const r = await fetch(`${gw.url}/chat/completions`, { method: 'POST',
+    headers: { 'content-type': 'application/json', 'x-filler': 'y'.repeat(20000) },
+    body: '{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}' });
+  assert.equal(r.status, 431);
+  const body = await r.json();
+  assert.equal(body.error.code, 'headers_too_large');
+  const ev = gw.events().find((e) => e.event === 'request' && e.request_id === body.error.request_id);
+  assert.equal(ev.status, 431);
+});
+
 test('an unreachable upstream is a 502 envelope', async () => {
   const c = new OpenAI({ baseURL: deadGw.url, apiKey: API_KEY, maxRetries: 0 });
   await assert.rejects(c.chat.completions.create({ model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }] }),
