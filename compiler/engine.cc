@@ -259,7 +259,7 @@ std::shared_ptr<const PolicyEngine> PolicyEngine::Load(const std::vector<std::st
   *lint = im.set.lint;
   if (im.set.error_count > 0 || im.set.checked.resolution == nullptr) return nullptr;
   const internal::Resolution& res = *im.set.checked.resolution;
-  im.matcher = std::make_unique<internal::KtMatcher>(im.options);
+  im.matcher = std::make_unique<internal::KtMatcher>(im.options, /*jit=*/true);
   im.evaluator =
       std::make_unique<internal::Evaluator>(*im.set.program, res, im.options, im.matcher.get());
 

@@ -50,6 +50,7 @@ const PatternSet& KtMatcher::Set(const std::vector<const RegexNode*>& trees) {
     }
     built.tables.lazy_cache_bytes = options_.dfa_memory_budget;
     auto fresh = std::make_unique<PatternSet>(std::move(built.tables));
+    if (jit_) fresh->Jit();  // on failure the set keeps its table interpreter
     std::unique_lock lock(mu_);
     auto& slot = sets_[trees];
     if (slot == nullptr) slot = std::move(fresh);
@@ -124,7 +125,45 @@ Json Evaluator::ZeroFor(const Expr& e) const {
   }
 }
 
+const Json* Evaluator::Ref(const Expr& e, Env* env) const {
+  switch (e.kind) {
+    case ExprKind::kParen:
+      return Ref(*e.children[0], env);
+    case ExprKind::kName:
+      for (auto it = env->vars.rbegin(); it != env->vars.rend(); ++it) {
+        if (it->first == e.text) return it->second;
+      }
+      if (res_.decls.count(&e)) return nullptr;  // a `let`: evaluated
+      if (e.text == "input") return &env->in->request;
+      if (e.text == "tool") return &env->in->tool;
+      if (e.text == "output") return &env->in->output;
+      return nullptr;
+    case ExprKind::kField: {
+      if (res_.decls.count(&e)) return nullptr;
+      const Json* base = Ref(*e.children[0], env);
+      if (base == nullptr || !base->is_object()) return nullptr;
+      auto it = base->find(e.text);
+      return it == base->end() ? nullptr : &*it;
+    }
+    case ExprKind::kIndex: {
+      const Expr& index = *e.children[1];
+      if (index.kind != ExprKind::kInt || index.int_value < 0) return nullptr;
+      const Json* base = Ref(*e.children[0], env);
+      if (base == nullptr || !base->is_array() ||
+          static_cast<std::size_t>(index.int_value) >= base->size()) {
+        return nullptr;
+      }
+      return &(*base)[static_cast<std::size_t>(index.int_value)];
+    }
+    default:
+      return nullptr;
+  }
+}
+
 Value Evaluator::Field(const Expr& e, Env* env) {
+  // Paths into the request are read in place: copying `input` to read one
+  // field of it made evaluation cost grow with the request size.
+  if (const Json* p = Ref(e, env)) return *p;
   Value base = Eval(*e.children[0], env);
   if (!base) return base;
   if (base->is_object() && base->contains(e.text)) return (*base)[e.text];
@@ -154,7 +193,7 @@ Value Evaluator::Eval(const Expr& e, Env* env) {
       return Eval(*e.children[0], env);
     case ExprKind::kName: {
       for (auto it = env->vars.rbegin(); it != env->vars.rend(); ++it) {
-        if (it->first == e.text) return it->second;
+        if (it->first == e.text) return *it->second;
       }
       if (auto d = res_.decls.find(&e); d != res_.decls.end() && d->second->kind == DeclKind::kLet) {
         return Eval(*d->second->let->value, env);
@@ -275,13 +314,19 @@ Value Evaluator::Eval(const Expr& e, Env* env) {
       return failed ? Value(std::nullopt) : Value(Json(!decisive));
     }
     case ExprKind::kQuant: {
-      Value list = Eval(*e.children[0], env);
-      if (!list) return list;
+      // Range over the list in place when it is a path into the data.
+      Value owned;
+      const Json* list = Ref(*e.children[0], env);
+      if (list == nullptr) {
+        owned = Eval(*e.children[0], env);
+        if (!owned) return owned;
+        list = &*owned;
+      }
       bool all = e.bool_value;
       bool failed = false;
       if (list->is_array()) {
         for (const Json& item : *list) {
-          env->vars.emplace_back(e.text, item);
+          env->vars.emplace_back(e.text, &item);
           Value v = Eval(*e.children[1], env);
           env->vars.pop_back();
           if (!v) {

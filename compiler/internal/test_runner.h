@@ -43,7 +43,9 @@ class EvaluationError : public std::runtime_error {
 // kt's automata as a PatternMatcher. Thread-safe (see test_runner.cc).
 class KtMatcher : public PatternMatcher {
  public:
-  explicit KtMatcher(const Options& options) : options_(options) {}
+  // `jit`: compile each set's scan loops to native code (the gateway's
+  // engine, which lives long enough to repay the milliseconds it costs).
+  explicit KtMatcher(const Options& options, bool jit = false) : options_(options), jit_(jit) {}
   std::vector<PatternMatch> AllMatches(const std::vector<const RegexNode*>& trees,
                                        std::string_view text) override {
     return Set(trees).AllMatches(text);
@@ -53,6 +55,7 @@ class KtMatcher : public PatternMatcher {
 
  private:
   const Options options_;
+  const bool jit_;
   std::shared_mutex mu_;
   std::map<std::vector<const RegexNode*>, std::unique_ptr<PatternSet>> sets_;
 };
@@ -113,9 +116,15 @@ class Evaluator {
  private:
   struct Env {
     const StageInput* in;
-    std::vector<std::pair<std::string, Json>> vars;
+    // Quantifier variables, bound to the list items they range over (the
+    // list outlives the binding).
+    std::vector<std::pair<std::string, const Json*>> vars;
   };
   Value Eval(const Expr& e, Env* env);
+  // The value of a path into the stage's data (`input.messages`, `m.content`,
+  // a bound variable) without copying it, or null when the expression is not
+  // such a path or names a missing field (Eval then gives its zero value).
+  const Json* Ref(const Expr& e, Env* env) const;
   Value Field(const Expr& e, Env* env);
   bool Truthy(const Value& v) const { return v && v->is_boolean() && v->get<bool>(); }
   const std::vector<const RegexNode*>* TreesFor(const Expr& pattern) const {
