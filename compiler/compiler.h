@@ -232,8 +232,9 @@ class PolicyInterpreter {
 // The policy engine the gateway enforces with: a checked policy set, loaded
 // once and shared by every request. `PolicyEngine` is immutable and
 // thread-safe; an `OutputStream` is one streamed response's state (one
-// thread at a time). Evaluation failures are a distinct outcome
-// (`Decision::error`), never an allow: the caller applies its fail mode.
+// thread at a time), and must not outlive the engine that started it.
+// Evaluation failures are a distinct outcome (`Decision::error`), never an
+// allow: the caller applies its fail mode.
 
 // Where a pattern of a policy that fired matched: byte offsets in a field
 // ("messages[1].content", "output.text", "tool.arguments").

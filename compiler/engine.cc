@@ -20,6 +20,7 @@
 // Finish(), which is the only way to keep their promise.
 #include <algorithm>
 #include <cstdlib>
+#include <deque>
 #include <functional>
 #include <map>
 #include <set>
@@ -114,6 +115,31 @@ std::string PatternLabel(const internal::Expr& e) {
   }
 }
 
+bool IsOutputText(const internal::Expr& e) {
+  return e.kind == internal::ExprKind::kField && e.text == "text" && !e.children.empty() &&
+         e.children[0]->kind == internal::ExprKind::kName && e.children[0]->text == "output";
+}
+
+// True when every use of the output in `e` is `output.text` scanned by a
+// pattern (`output.text matches P`, `count(P in output.text)`).
+bool ReadsOutputOnlyByPatterns(const internal::Expr& e, const internal::Resolution& res) {
+  using internal::ExprKind;
+  if (e.kind == ExprKind::kName && e.text == "output") return false;
+  if (IsOutputText(e)) return false;  // a bare use of the text
+  if (e.kind == ExprKind::kMatch && e.text == "matches" && IsOutputText(*e.children[0]) &&
+      res.pattern_trees.count(e.children[1].get())) {
+    return true;
+  }
+  if (e.kind == ExprKind::kCall && e.text == "count" && !e.children.empty() &&
+      e.children[0]->children.size() == 2 && IsOutputText(*e.children[0]->children[1])) {
+    return true;
+  }
+  for (const internal::ExprPtr& c : e.children) {
+    if (c != nullptr && !ReadsOutputOnlyByPatterns(*c, res)) return false;
+  }
+  return true;
+}
+
 bool ReadsOutput(const internal::Expr& e) {
   if (e.kind == internal::ExprKind::kName && e.text == "output") return true;
   for (const internal::ExprPtr& c : e.children) {
@@ -165,6 +191,11 @@ struct PolicyEngine::Impl {
   // The output stage, analysed for streaming.
   std::vector<const internal::PolicyDecl*> output_policies;
   std::set<const internal::PolicyDecl*> monotone_blocks;  // enforced
+  // Whether some monotone block reads the output other than through pattern
+  // scans (`len(output.text)`, `contains "…"`): those are judged at every
+  // release; blocks that only scan the output for patterns can change only
+  // where a pattern match ends, so they are judged only then.
+  bool monotone_needs_every_release = false;
   // Enforced redactions whose condition does not read the output: their
   // patterns (one entry per tree) and replacements, in declaration order.
   struct StreamRedaction {
@@ -352,6 +383,9 @@ std::shared_ptr<const PolicyEngine> PolicyEngine::Load(const std::vector<std::st
     if (a.kind == internal::ActionKind::kBlock) {
       if (output_class[p->name.value] == "monotone") {
         im.monotone_blocks.insert(p);
+        if (when != nullptr && !ReadsOutputOnlyByPatterns(*when->condition, res)) {
+          im.monotone_needs_every_release = true;
+        }
       } else {
         im.hold_all = true;
       }
@@ -521,11 +555,11 @@ bool PolicyEngine::has_stage(std::string_view stage) const {
 
 struct OutputStream::State {
   const PolicyEngine* engine = nullptr;
-  std::shared_ptr<const PolicyEngine> keep;  // the engine outlives its streams
   internal::StageInput in;
   PolicyEngine::StreamOptions options;
   std::unique_ptr<StreamScanner> scanner;
   std::vector<StreamScanner::MatchEnd> ends;  // scratch
+  std::deque<std::size_t> unjudged_ends;      // match ends the monotone blocks have not seen
   const PatternSet* redact_set = nullptr;     // the redactions that apply
   std::vector<std::string> replacements;
 };
@@ -566,7 +600,12 @@ bool OutputStream::Advance(std::size_t upto, std::string* release) {
   State& st = *state_;
   const PolicyEngine::Impl& im = *st.engine->impl_;
   if (upto <= released_) return true;
-  if (!im.monotone_blocks.empty()) {
+  bool judge = im.monotone_needs_every_release;
+  while (!st.unjudged_ends.empty() && st.unjudged_ends.front() <= upto) {
+    judge = true;
+    st.unjudged_ends.pop_front();
+  }
+  if (!im.monotone_blocks.empty() && judge) {
     internal::StageInput in = st.in;
     in.output["text"] = raw_.substr(0, upto);
     in.only = &im.monotone_blocks;
@@ -615,6 +654,7 @@ bool OutputStream::Feed(std::string_view chunk, std::string* release) {
   if (st.scanner != nullptr) {
     st.ends.clear();
     st.scanner->Feed(chunk, &st.ends);
+    for (const StreamScanner::MatchEnd& e : st.ends) st.unjudged_ends.push_back(e.end);
     safe = st.scanner->last_quiescent();
   }
   max_held_ = std::max(max_held_, raw_.size() - std::max(safe, released_));
