@@ -333,3 +333,30 @@ TEST(EngineTest, HitsCarryMatchSpans) {
 
 }  // namespace
 }  // namespace kt
+
+namespace kt {
+namespace {
+
+// A monotone block that only counts pattern matches is judged where matches
+// end: it must still fire mid-stream, before the text after the fifth email
+// is released, at every split.
+TEST(EngineTest, CountingBlockFiresMidStreamAtEverySplit) {
+  auto engine = LoadFiles({SourceDir() + "/examples/policies/pii_redaction.ktp"});
+  ASSERT_NE(engine, nullptr);
+  const std::string text =
+      "a@x.io b@x.io c@x.io d@x.io e@x.io and then a long tail that must never be released";
+  for (std::size_t cut = 0; cut <= text.size(); ++cut) {
+    StreamRun run = Stream(*engine, SplitAt(text, {cut}));
+    ASSERT_TRUE(run.blocked) << "split at " << cut;
+    EXPECT_EQ(run.decision.blocking()->policy, "block-pii-dump");
+    EXPECT_EQ(run.released.find("tail"), std::string::npos) << "split at " << cut;
+  }
+  std::vector<std::string_view> bytes;
+  for (std::size_t i = 0; i < text.size(); ++i) bytes.push_back(std::string_view(text).substr(i, 1));
+  StreamRun run = Stream(*engine, bytes);
+  EXPECT_TRUE(run.blocked);
+  EXPECT_EQ(run.released.find("tail"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace kt
