@@ -1108,6 +1108,13 @@ asio::awaitable<void> Session(tcp::socket socket, Gateway* g, UpstreamPool* pool
     stream.expires_after(
         std::chrono::milliseconds(static_cast<int64_t>(g->options.client_timeout_ms)));
     auto& head = parser.get();
+    if (!ec && !parser.is_done() &&
+        beast::iequals(head[http::field::expect], "100-continue")) {
+      // curl asks before sending bodies over 1 KB; without an answer it
+      // waits a second on every such request.
+      http::response<http::empty_body> go_on{http::status::continue_, 11};
+      co_await http::async_write(stream, go_on, Redirect(ec));
+    }
     if (!ec) {
       co_await http::async_read(stream, buffer, parser, Redirect(ec));
     }

@@ -36,4 +36,8 @@ ok=$(curl -s "http://127.0.0.1:$port/v1/chat/completions" -H 'content-type: appl
   -d '{"model":"gpt-4o","messages":[{"role":"user","content":"What is prompt injection?"}]}')
 echo "$ok" | grep -q 'This is a mock completion' || { echo "unexpected: $ok"; exit 1; }
 grep -q '"policy":"block-prompt-injection"' "$tmp/audit.jsonl"
+# curl sends `Expect: 100-continue` for bodies over 1 KB and waits for the answer.
+python3 -c 'import json; print(json.dumps({"model":"gpt-4o","messages":[{"role":"user","content":"x"*3000}]}))' >"$tmp/big.json"
+curl -sv -o /dev/null "http://127.0.0.1:$port/v1/chat/completions" -H 'content-type: application/json' \
+  --data-binary @"$tmp/big.json" 2>&1 | grep -q '< HTTP/1.1 100 Continue' || { echo "no 100 Continue"; exit 1; }
 echo "make run: ok"
