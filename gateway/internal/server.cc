@@ -1110,8 +1110,8 @@ asio::awaitable<void> Session(tcp::socket socket, Gateway* g, UpstreamPool* pool
     auto& head = parser.get();
     if (!ec && !parser.is_done() &&
         beast::iequals(head[http::field::expect], "100-continue")) {
-      // curl asks before sending bodies over 1 KB; without an answer it
-      // waits a second on every such request.
+      // A client that asks first (curl, for large bodies) would otherwise
+      // wait its timeout (a second for curl) before sending the body.
       http::response<http::empty_body> go_on{http::status::continue_, 11};
       co_await http::async_write(stream, go_on, Redirect(ec));
     }

@@ -36,9 +36,9 @@ ok=$(curl -s "http://127.0.0.1:$port/v1/chat/completions" -H 'content-type: appl
   -d '{"model":"gpt-4o","messages":[{"role":"user","content":"What is prompt injection?"}]}')
 echo "$ok" | grep -q 'This is a mock completion' || { echo "unexpected: $ok"; exit 1; }
 grep -q '"policy":"block-prompt-injection"' "$tmp/audit.jsonl"
-# curl sends `Expect: 100-continue` for bodies over 1 KB and waits for the answer.
+# Clients that send `Expect: 100-continue` (curl does for large bodies) get their answer.
 python3 -c 'import json; print(json.dumps({"model":"gpt-4o","messages":[{"role":"user","content":"x"*3000}]}))' >"$tmp/big.json"
-curl -sv -o /dev/null "http://127.0.0.1:$port/v1/chat/completions" -H 'content-type: application/json' \
+curl -sv -o /dev/null "http://127.0.0.1:$port/v1/chat/completions" -H 'content-type: application/json' -H 'Expect: 100-continue' \
   --data-binary @"$tmp/big.json" 2>"$tmp/curl.log"
 grep -q '< HTTP/1.1 100 Continue' "$tmp/curl.log" || { echo "no 100 Continue"; cat "$tmp/curl.log"; exit 1; }
 echo "make run: ok"
