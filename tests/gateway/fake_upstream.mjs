@@ -14,6 +14,8 @@
 //   fake:drip N               stream N pieces, 50 ms apart (cancellation)
 //   fake:malformed            stream an event that is not JSON
 //   fake:truncate             stream two pieces, then close without [DONE]
+//   fake:badjson              answer 200 with a body that is not JSON
+//   fake:hangup               close the connection without answering
 //
 // Every request is recorded (method, path, headers, body), and so is a
 // client that went away before a response was complete (`cancelled`).
@@ -98,6 +100,16 @@ async function handle(state, req, res, raw) {
     }
   }
   if (verb === 'slow') await sleep(Number(arg));
+  if (verb === 'badjson' && !body.stream) {
+    res.writeHead(200, { 'content-type': 'application/json' });
+    end('{"id": "chatcmpl-fake", "choices": [');
+    return;
+  }
+  if (verb === 'hangup') {
+    finished = true;
+    req.socket.destroy();
+    return;
+  }
 
   let pieces = [`${state.name} says: `, 'hello ', 'from ', 'upstream'];
   let tool = null;

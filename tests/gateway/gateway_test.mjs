@@ -402,6 +402,43 @@ test('an unreachable upstream is a 502 envelope', async () => {
     });
 });
 
+test('a 200 that is not JSON, and a hang-up, are 502 envelopes', async () => {
+  for (const [prompt, code] of [['fake:badjson', 'invalid_upstream_response'], ['fake:hangup', 'upstream_error']]) {
+    await assert.rejects(client({ maxRetries: 0 }).chat.completions.create({ model: 'gpt-4o',
+      messages: [{ role: 'user', content: prompt }] }), (e) => {
+      assert.equal(e.status, 502, prompt);
+      assert.equal(e.error.type, 'upstream_error');
+      assert.equal(e.error.code, code);
+      return true;
+    });
+  }
+});
+
+test('malformed HTTP gets an answer or a close, never a crash', async () => {
+  const send = (bytes) => new Promise((resolve) => {
+    const sock = net.connect(gw.port, '127.0.0.1');
+    let data = '';
+    sock.on('data', (d) => (data += d));
+    sock.on('close', () => resolve(data));
+    sock.on('error', () => resolve(data));
+    sock.write(bytes);
+    setTimeout(() => sock.end(), 300);
+  });
+  const answers = await Promise.all([
+    send('GARBAGE\r\n\r\n'),
+    send('POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nZZZ\r\nnope\r\n0\r\n\r\n'),
+    send('POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n'),
+    send(`GET /${'a'.repeat(100000)} HTTP/1.1\r\nHost: x\r\n\r\n`),
+    send('POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n{"a":'),
+  ]);
+  assert.match(answers[3], /^HTTP\/1\.1 431/);
+  // Still serving.
+  const r = await fetch(`${gw.base}/healthz`);
+  assert.equal(r.status, 200);
+  const ok = await client().chat.completions.create({ model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }] });
+  assert.ok(ok.choices[0].message.content);
+});
+
 test('an upstream timeout is a 504 envelope', async () => {
   await assert.rejects(client({ maxRetries: 0 }).chat.completions.create({ model: 'gpt-4o',
     messages: [{ role: 'user', content: 'fake:slow 4000' }] }), (e) => {
