@@ -63,9 +63,13 @@ void AddGatewayCommands(CLI::App* app, CommonOptions* common, int* exit_code) {
   audit->require_subcommand(1);
   CLI::App* verify = audit->add_subcommand("verify", "check an audit log's hash chain");
   auto path = std::make_shared<std::string>();
+  auto head = std::make_shared<std::string>();
   verify->add_option("PATH", *path, "the JSONL audit log")->required();
-  verify->callback([path, exit_code] {
-    gateway::AuditVerification v = gateway::VerifyAuditLog(*path);
+  verify->add_option("--head", *head,
+                     "the chain head recorded elsewhere (audit.head of GET /health): the last "
+                     "line must hash to it");
+  verify->callback([path, head, exit_code] {
+    gateway::AuditVerification v = gateway::VerifyAuditLog(*path, *head);
     if (v.ok) {
       std::cout << *path << ": ok: " << v.lines << " lines, hash chain intact"
                 << (v.continues ? " (continues a rotated log)" : "") << "\n";

@@ -4,9 +4,10 @@
 // every chat completion: the input before any upstream call, tool calls
 // before the client sees them, and the output, also while it streams.
 //
-// Ownership and threads. `Run` owns everything it starts: an io_context run
-// by `threads` threads, one coroutine per client connection, a keep-alive
-// pool per upstream, and the audit log. It returns after SIGINT/SIGTERM,
+// Ownership and threads. `Run` owns everything it starts: one io_context and
+// one upstream keep-alive pool per worker thread (a connection stays on one
+// thread from accept to close), one coroutine per client connection, and the
+// audit log. It returns after SIGINT/SIGTERM,
 // once in-flight requests have finished (or `drain_timeout_ms` passed).
 //
 // Error channel. Start-up problems (policies that do not check, a port in
@@ -73,7 +74,10 @@ struct AuditVerification {
   std::string problem;
   bool continues = false;
 };
-AuditVerification VerifyAuditLog(const std::string& path);
+// With `expected_head` (the `audit.head` of GET /health, kept elsewhere),
+// the last line must hash to it: that also catches truncation and an edited
+// last line, which the chain alone cannot.
+AuditVerification VerifyAuditLog(const std::string& path, const std::string& expected_head = "");
 
 }  // namespace kt::gateway
 

@@ -81,9 +81,20 @@ void AuditLog::WriteAll(std::vector<nlohmann::json> events) {
     out += line;
     out += '\n';
   }
+  written_ += bodies.size();
   std::fwrite(out.data(), 1, out.size(), file_);
   std::fflush(file_);
   if (fsync_ && file_ != stdout) fsync(fileno(file_));
+}
+
+std::string AuditLog::head() const {
+  std::lock_guard lock(mu_);
+  return prev_hash_;
+}
+
+uint64_t AuditLog::written() const {
+  std::lock_guard lock(mu_);
+  return written_;
 }
 
 bool AuditLog::Reopen(std::string* error) {
@@ -99,7 +110,7 @@ bool AuditLog::Reopen(std::string* error) {
   return true;
 }
 
-AuditVerification VerifyAuditLog(const std::string& path) {
+AuditVerification VerifyAuditLog(const std::string& path, const std::string& expected_head) {
   AuditVerification v;
   std::ifstream in(path, std::ios::binary);
   if (!in) {
@@ -133,6 +144,12 @@ AuditVerification VerifyAuditLog(const std::string& path) {
     v.problem = "line " + std::to_string(edited) +
                 " was modified: the hash chain breaks between lines " + std::to_string(k) +
                 " and " + std::to_string(k + 1) + " (or lines were inserted or removed there)";
+    return v;
+  }
+  if (!expected_head.empty() && (hashes.empty() || hashes.back() != expected_head)) {
+    v.bad_line = hashes.size();
+    v.problem = "the last line's SHA-256 is not the recorded head " + expected_head +
+                ": the log was truncated, or its last line was modified";
     return v;
   }
   v.ok = true;

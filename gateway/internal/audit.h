@@ -4,6 +4,7 @@
 #ifndef KT_GATEWAY_INTERNAL_AUDIT_H_
 #define KT_GATEWAY_INTERNAL_AUDIT_H_
 
+#include <cstdint>
 #include <cstdio>
 #include <mutex>
 #include <string>
@@ -27,9 +28,15 @@ class AuditLog {
   // Reopens the file (log rotation): the chain continues from the last line
   // written.
   bool Reopen(std::string* error);
+  // The SHA-256 of the last line written (the chain's head), and the lines
+  // written since the gateway started. Kept off the host (from /health), the
+  // head proves the last line too: `kt audit verify --head`.
+  std::string head() const;
+  uint64_t written() const;
 
  private:
-  std::mutex mu_;
+  mutable std::mutex mu_;
+  uint64_t written_ = 0;
   std::string path_;
   std::FILE* file_ = nullptr;
   bool fsync_ = false;

@@ -1010,6 +1010,9 @@ Json HealthJson(Gateway* g) {
       if (!g->last_reload.value("ok", true)) h["status"] = "degraded";
     }
   }
+  h["audit"] = {{"path", g->options.audit_log},
+                {"head", g->audit.head()},
+                {"lines_written", g->audit.written()}};
   h["active_streams"] = g->metrics.active_streams.load();
   h["in_flight"] = g->in_flight.load();
   return h;

@@ -295,4 +295,16 @@ test('kt audit verify: passes on a real log, names an edited line, never sees th
   try { execFileSync(KT, ['audit', 'verify', edited], { encoding: 'utf8' }); } catch (e) { out = e.stdout; code = e.status; }
   assert.equal(code, 1);
   assert.match(out, new RegExp(`:${middle + 1}: chain broken: line ${middle + 1} was modified`));
+
+  // The chain alone cannot see a dropped last line; the head from /health can.
+  const head = (await (await fetch(`${reloadable.base}/health`)).json()).audit.head;
+  const current = fs.readFileSync(log, 'utf8');
+  assert.match(execFileSync(KT, ['audit', 'verify', '--head', head, log], { encoding: 'utf8' }), /hash chain intact/);
+  const truncated = path.join(tmp, 'truncated.jsonl');
+  fs.writeFileSync(truncated, current.trim().split('\n').slice(0, -1).join('\n') + '\n');
+  assert.match(execFileSync(KT, ['audit', 'verify', truncated], { encoding: 'utf8' }), /hash chain intact/);
+  code = 0;
+  try { execFileSync(KT, ['audit', 'verify', '--head', head, truncated], { encoding: 'utf8' }); } catch (e) { out = e.stdout; code = e.status; }
+  assert.equal(code, 1);
+  assert.match(out, /truncated, or its last line was modified/);
 });
