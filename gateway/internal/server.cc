@@ -7,8 +7,10 @@
 #include <algorithm>
 #include <optional>
 
+#include "gateway/internal/exchange.h"
 #include "gateway/internal/mock.h"
 #include "gateway/internal/sse.h"
+#include "gateway/internal/stream_relay.h"
 #include "gateway/internal/util.h"
 
 namespace kt::gateway {
@@ -19,125 +21,6 @@ using tcp = asio::ip::tcp;
 namespace {
 
 auto Redirect(beast::error_code& ec) { return asio::redirect_error(asio::use_awaitable, ec); }
-
-std::string Dump(const Json& j) { return j.dump(-1, ' ', false, Json::error_handler_t::replace); }
-
-// Everything the audit trail and the response headers need about one request.
-struct Exchange {
-  UpstreamPool* pool = nullptr;  // the session's thread's upstream connections
-  std::string request_id;
-  std::string correlation_id;
-  std::string request_source;
-  std::string traceparent;
-  std::string client_key;  // the bearer token; never logged
-  std::string key_fingerprint;
-  std::string method;
-  std::string path;
-  std::string model;
-  std::string provider;
-  bool stream = false;
-  int status = 0;
-  std::string outcome = "allowed";  // allowed | blocked | error | not_evaluated | …
-  std::string error_code;
-  std::string error_message;
-  int64_t t0 = 0;
-  int64_t policy_us = 0;
-  int64_t upstream_us = 0;
-  Json usage;
-  Json decisions = Json::array();
-  std::string policy_version;
-  bool redacted = false;
-  bool stream_capped = false;
-  std::size_t max_held = 0;
-  Json prompt;  // only with --audit-prompts
-};
-
-EvalContext ContextOf(const Exchange& x, const http::request<http::string_body>& req) {
-  EvalContext ctx;
-  for (const auto& f : req) {
-    std::string name(f.name_string());
-    std::transform(name.begin(), name.end(), name.begin(),
-                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-    if (name == "authorization" || name == "api-key" || name == "x-api-key") continue;
-    ctx.headers[name] = std::string(f.value());
-  }
-  ctx.headers["x-correlation-id"] = x.correlation_id;
-  ctx.api_key_id = x.key_fingerprint;
-  return ctx;
-}
-
-void Record(Exchange* x, const Decision& d) {
-  for (const PolicyHit& h : d.hits) {
-    Json spans = Json::array();
-    for (const MatchSpan& m : h.spans) {
-      spans.push_back(
-          {{"field", m.field}, {"start", m.start}, {"end", m.end}, {"pattern", m.pattern}});
-    }
-    x->decisions.push_back({{"stage", d.stage},
-                            {"policy", h.policy},
-                            {"action", h.action},
-                            {"mode", h.enforced ? "enforce" : "observe"},
-                            {"enforced", h.enforced},
-                            {"verdict", h.action == "block" && h.enforced ? "block" : h.action},
-                            {"code", h.code},
-                            {"spans", std::move(spans)}});
-    if (h.action == "redact" && h.enforced) x->redacted = true;
-  }
-  if (d.error) {
-    x->decisions.push_back(
-        {{"stage", d.stage}, {"verdict", "not_evaluated"}, {"error", d.error_message}});
-  }
-}
-
-void WriteAudit(Gateway* g, const Exchange& x) {
-  const int64_t now = NowMicros();
-  auto base = [&](const char* event) {
-    return Json{{"ts_us", now},
-                {"event", event},
-                {"request_id", x.request_id},
-                {"correlation_id", x.correlation_id},
-                {"request_source", x.request_source},
-                {"model", x.model},
-                {"provider", x.provider}};
-  };
-  std::vector<Json> events;
-  for (const Json& d : x.decisions) {
-    Json e = base("decision");
-    e.update(d);
-    events.push_back(std::move(e));
-  }
-  Json e = base("request");
-  e["method"] = x.method;
-  e["path"] = x.path;
-  e["stream"] = x.stream;
-  e["status"] = x.status;
-  e["outcome"] = x.outcome;
-  if (!x.error_code.empty()) e["error"] = {{"code", x.error_code}, {"message", x.error_message}};
-  e["key_fingerprint"] = x.key_fingerprint;
-  e["policy_version"] = x.policy_version;
-  e["redacted"] = x.redacted;
-  const int64_t total = MonoMicros() - x.t0;
-  e["latency_us"] = {{"policy", x.policy_us}, {"upstream", x.upstream_us}, {"total", total}};
-  if (!x.usage.is_null()) e["usage"] = x.usage;
-  if (x.stream) e["stream_hold"] = {{"max_held_bytes", x.max_held}, {"capped", x.stream_capped}};
-  if (!x.prompt.is_null()) e["prompt"] = x.prompt;
-  events.push_back(std::move(e));
-  g->audit.WriteAll(std::move(events));
-
-  // Metrics from the same facts as the audit record.
-  g->metrics.CountRequest(x.status, x.model, x.provider);
-  for (const Json& d : x.decisions) {
-    if (d.contains("policy")) {
-      g->metrics.CountDecision(d.value("policy", ""), d.value("action", ""), d.value("mode", ""));
-    }
-  }
-  if (x.error_code.rfind("upstream_", 0) == 0) g->metrics.CountUpstreamError(x.error_code);
-  g->metrics.policy_latency.Observe(static_cast<double>(x.policy_us) / 1e6);
-  if (x.upstream_us > 0)
-    g->metrics.upstream_latency.Observe(static_cast<double>(x.upstream_us) / 1e6);
-  g->metrics.total_latency.Observe(static_cast<double>(total) / 1e6);
-  if (x.stream_capped) ++g->metrics.hold_capped;
-}
 
 void SetCommonHeaders(http::fields* h, const Exchange& x) {
   h->set(http::field::server, "kt");
@@ -191,19 +74,6 @@ asio::awaitable<bool> Write(beast::tcp_stream& stream, Response& res) {
 enum class Handled { kReply, kStreamed, kStreamedOpen };
 
 int UpstreamStatusOf(UpstreamFailure f) { return f == UpstreamFailure::kTimeout ? 504 : 502; }
-const char* UpstreamCodeOf(UpstreamFailure f) {
-  switch (f) {
-    case UpstreamFailure::kTimeout:
-      return "upstream_timeout";
-    case UpstreamFailure::kConnect:
-      return "upstream_unreachable";
-    case UpstreamFailure::kTooLarge:
-      return "upstream_response_too_large";
-    default:
-      return "upstream_error";
-  }
-}
-
 // Headers of an upstream error response that clients act on.
 std::vector<std::pair<std::string, std::string>> PassThroughHeaders(const UpstreamExchange& ex) {
   std::vector<std::pair<std::string, std::string>> out;
@@ -242,10 +112,6 @@ std::string ValidateChatRequest(const Json& body) {
   }
   if (body.contains("tools") && !body["tools"].is_array()) return "`tools` must be a list";
   return "";
-}
-
-std::string PolicyCode(const PolicyHit& h, const char* fallback) {
-  return h.code.empty() ? fallback : h.code;
 }
 
 // The stages after the model: tool calls and content of a whole response.
@@ -293,247 +159,6 @@ std::optional<Decision> JudgeResponse(const PolicyEngine& engine, const Json& re
   }
   return std::nullopt;
 }
-
-// ------------------------------------------------------------ stream relay
-
-// Relays one streamed completion, evaluating it on the way.
-class StreamRelay {
- public:
-  StreamRelay(Gateway* g, const PolicyEngine& engine, const Json& request, EvalContext ctx,
-              Exchange* x)
-      : g_(g), engine_(engine), request_(request), ctx_(std::move(ctx)), x_(x) {}
-
-  // Turns one upstream event into the frames to send (appended to *out).
-  // False when the stream must end: `*out` then ends with the error frame.
-  bool OnEvent(const SseEvent& ev, std::string* out) {
-    if (ev.data == "[DONE]") {
-      saw_done_ = true;
-      if (!FinishAll(out)) return false;
-      if (!FlushHeld(out)) return false;
-      *out += "data: [DONE]\n\n";
-      return true;
-    }
-    Json chunk = Json::parse(ev.data, nullptr, false);
-    if (chunk.is_discarded() || !chunk.is_object()) {
-      return Fail(out, "upstream_error", "malformed_upstream_stream",
-                  "the upstream sent a stream event that is not JSON");
-    }
-    if (chunk.contains("error")) {
-      // The upstream's own error: relayed as it is, and the stream ends.
-      x_->outcome = "upstream_error";
-      x_->error_code = "upstream_stream_error";
-      *out += "data: " + ev.data + "\n\n";
-      return false;
-    }
-    if (chunk.contains("usage") && chunk["usage"].is_object()) x_->usage = chunk["usage"];
-    bool hold = !held_.empty();
-    bool finished_tools = false;
-    bool modified = false;  // unmodified events go out byte for byte
-    if (chunk.contains("choices") && chunk["choices"].is_array()) {
-      for (Json& choice : chunk["choices"]) {
-        if (!choice.is_object()) continue;
-        int index = choice.value("index", 0);
-        if (index < 0 || index > 127) index = 0;
-        Json& delta = choice["delta"];
-        if (!delta.is_object()) delta = Json::object();
-        if (delta.contains("tool_calls") && delta["tool_calls"].is_array()) {
-          hold = true;
-          for (const Json& tc : delta["tool_calls"]) AccumulateTool(index, tc);
-        }
-        std::string release;
-        if (delta.contains("content") && delta["content"].is_string()) {
-          OutputStream* s = StreamFor(index, out);
-          if (s == nullptr) return false;
-          const std::string& content = delta["content"].get_ref<const std::string&>();
-          if (!s->Feed(content, &release)) return Blocked(s->decision(), out);
-          if (release != content) {
-            delta["content"] = release;
-            modified = true;
-          }
-        }
-        if (choice.contains("finish_reason") && !choice["finish_reason"].is_null()) {
-          release.clear();
-          auto it = streams_.find(index);
-          if (it != streams_.end() && !finished_.count(index)) {
-            finished_.insert(index);
-            int64_t t = MonoMicros();
-            bool ok = it->second->Finish(&release);
-            x_->policy_us += MonoMicros() - t;
-            Note(*it->second);
-            if (!ok) return Blocked(it->second->decision(), out);
-            Record(x_, it->second->decision());
-            if (!release.empty()) {
-              delta["content"] = delta.value("content", Json("")).is_string()
-                                     ? delta.value("content", std::string()) + release
-                                     : release;
-              modified = true;
-            }
-          }
-          if (tools_.count(index)) finished_tools = true;
-        }
-      }
-    }
-    std::string frame = "data: " + (modified ? Dump(chunk) : ev.data) + "\n\n";
-    if (hold) {
-      held_ += frame;
-      if (held_.size() > g_->options.max_upstream_body_bytes) {
-        return Fail(out, "upstream_error", "upstream_response_too_large",
-                    "the held tool-call stream exceeds the response bound");
-      }
-      if (finished_tools) {
-        if (!JudgeTools(out)) return false;
-        return FlushHeld(out);
-      }
-      return true;
-    }
-    *out += frame;
-    return true;
-  }
-
-  // The upstream's body ended: anything unfinished is an error, never a
-  // silently truncated answer.
-  bool OnEnd(bool clean, std::string* out) {
-    if (saw_done_) return true;
-    if (!clean) return false;
-    return Fail(out, "upstream_error", "upstream_stream_truncated",
-                "the upstream stream ended before it was complete");
-  }
-
-  bool finished() const { return saw_done_; }
-
-  // The error frame for an upstream failure in the middle of the stream.
-  void UpstreamFailed(UpstreamFailure f, const std::string& why, std::string* out) {
-    Fail(out, "upstream_error", UpstreamCodeOf(f), why);
-  }
-
- private:
-  OutputStream* StreamFor(int index, std::string* out) {
-    auto it = streams_.find(index);
-    if (it != streams_.end()) return it->second.get();
-    PolicyEngine::StreamOptions so;
-    so.max_hold = g_->options.stream_max_hold;
-    so.max_output = g_->options.max_upstream_body_bytes;
-    auto s = engine_.StartOutput(request_, ctx_, so);
-    if (s->decision().error) {
-      Blocked(s->decision(), out);
-      return nullptr;
-    }
-    return (streams_[index] = std::move(s)).get();
-  }
-
-  void Note(const OutputStream& s) {
-    x_->max_held = std::max(x_->max_held, s.max_held());
-    x_->stream_capped = x_->stream_capped || s.capped();
-  }
-
-  void AccumulateTool(int choice, const Json& tc) {
-    if (!tc.is_object()) return;
-    int i = tc.value("index", 0);
-    auto& call = tools_[choice][i];
-    if (tc.contains("id") && tc["id"].is_string()) call.id = tc["id"].get<std::string>();
-    if (tc.contains("function") && tc["function"].is_object()) {
-      const Json& fn = tc["function"];
-      if (fn.contains("name") && fn["name"].is_string()) call.name += fn["name"].get<std::string>();
-      if (fn.contains("arguments") && fn["arguments"].is_string()) {
-        call.arguments += fn["arguments"].get<std::string>();
-      }
-    }
-  }
-
-  bool JudgeTools(std::string* out) {
-    for (auto& [choice, calls] : tools_) {
-      for (auto& [index, call] : calls) {
-        if (call.judged) continue;
-        call.judged = true;
-        int64_t t = MonoMicros();
-        Decision d =
-            engine_.EvaluateToolCall(request_, call.name, call.arguments, call.id, index, ctx_);
-        x_->policy_us += MonoMicros() - t;
-        Record(x_, d);
-        if (d.blocked) return Blocked(d, out, false);
-        if (d.error && !g_->options.fail_open) return Blocked(d, out, false);
-      }
-    }
-    return true;
-  }
-
-  bool FinishAll(std::string* out) {
-    for (auto& [index, s] : streams_) {
-      if (finished_.count(index)) continue;
-      finished_.insert(index);
-      std::string release;
-      bool ok = s->Finish(&release);
-      Note(*s);
-      if (!ok) return Blocked(s->decision(), out);
-      Record(x_, s->decision());
-      if (!release.empty()) {
-        Json c = {{"object", "chat.completion.chunk"},
-                  {"model", x_->model},
-                  {"choices", Json::array({{{"index", index},
-                                            {"delta", {{"content", release}}},
-                                            {"finish_reason", nullptr}}})}};
-        *out += "data: " + Dump(c) + "\n\n";
-      }
-    }
-    return JudgeTools(out);
-  }
-
-  bool FlushHeld(std::string* out) {
-    *out += held_;
-    held_.clear();
-    return true;
-  }
-
-  // Ends the stream on a decision: a block, or an evaluation error under
-  // fail-closed. Held frames are dropped: they never reach the client.
-  bool Blocked(const Decision& d, std::string* out, bool record = true) {
-    if (record) Record(x_, d);
-    held_.clear();
-    if (d.error && !d.blocked) {
-      if (g_->options.fail_open) return true;
-      x_->outcome = "not_evaluated";
-      return Fail(out, "policy_error", "policy_evaluation_failed",
-                  "the output could not be evaluated: " + d.error_message);
-    }
-    const PolicyHit* h = d.blocking();
-    x_->outcome = "blocked";
-    const char* fallback = d.stage == "tool_call" ? "tool_blocked" : "output_blocked";
-    std::string code = PolicyCode(*h, fallback);
-    x_->error_code = code;
-    x_->error_message = h->message;
-    *out += "data: " +
-            Dump(ErrorEnvelope("policy_violation", code, h->message, x_->request_id, h->policy)) +
-            "\n\n";
-    return false;
-  }
-
-  bool Fail(std::string* out, std::string_view type, std::string_view code,
-            const std::string& message) {
-    held_.clear();
-    if (x_->outcome == "allowed") x_->outcome = "error";
-    x_->error_code = code;
-    x_->error_message = message;
-    *out += "data: " + Dump(ErrorEnvelope(type, code, message, x_->request_id)) + "\n\n";
-    return false;
-  }
-
-  struct ToolCall {
-    std::string id;
-    std::string name;
-    std::string arguments;
-    bool judged = false;
-  };
-  Gateway* g_;
-  const PolicyEngine& engine_;
-  const Json& request_;
-  EvalContext ctx_;
-  Exchange* x_;
-  std::map<int, std::unique_ptr<OutputStream>> streams_;
-  std::set<int> finished_;
-  std::map<int, std::map<int, ToolCall>> tools_;
-  std::string held_;  // frames held until their tool calls are judged
-  bool saw_done_ = false;
-};
 
 asio::awaitable<bool> WriteChunk(beast::tcp_stream& stream, const std::string& data) {
   if (data.empty()) co_return true;
@@ -706,8 +331,7 @@ asio::awaitable<Handled> ChatCompletions(Gateway* g, beast::tcp_stream& stream,
     timeouts.first_byte_ms = g->options.first_byte_timeout_ms;
     timeouts.total_ms = route.timeout_ms > 0 ? route.timeout_ms : g->options.total_timeout_ms;
     timeouts.first_byte_ms = std::min(timeouts.first_byte_ms, timeouts.total_ms);
-    ex = std::make_unique<UpstreamExchange>(x->pool, route.url,
-                                            g->options.max_upstream_body_bytes);
+    ex = std::make_unique<UpstreamExchange>(x->pool, route.url, g->options.max_upstream_body_bytes);
     bool started = co_await ex->Start(std::move(up), timeouts);
     if (!started) {
       x->upstream_us = MonoMicros() - up0;
@@ -1111,8 +735,7 @@ asio::awaitable<void> Session(tcp::socket socket, Gateway* g, UpstreamPool* pool
     stream.expires_after(
         std::chrono::milliseconds(static_cast<int64_t>(g->options.client_timeout_ms)));
     auto& head = parser.get();
-    if (!ec && !parser.is_done() &&
-        beast::iequals(head[http::field::expect], "100-continue")) {
+    if (!ec && !parser.is_done() && beast::iequals(head[http::field::expect], "100-continue")) {
       // A client that asks first (curl, for large bodies) would otherwise
       // wait its timeout (a second for curl) before sending the body.
       http::response<http::empty_body> go_on{http::status::continue_, 11};

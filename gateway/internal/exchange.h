@@ -1,0 +1,72 @@
+// One chat-completion exchange as the gateway records it: what the audit
+// trail, the metrics and the response headers need, and the helpers that
+// fill it. Shared by the request pipeline (server.cc) and the stream relay.
+#ifndef KT_GATEWAY_INTERNAL_EXCHANGE_H_
+#define KT_GATEWAY_INTERNAL_EXCHANGE_H_
+
+#include <cstdint>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "compiler/compiler.h"
+#include "gateway/internal/server.h"
+
+namespace kt::gateway {
+
+using Json = nlohmann::json;
+
+// Everything the audit trail and the response headers need about one request.
+struct Exchange {
+  UpstreamPool* pool = nullptr;  // the session's thread's upstream connections
+  std::string request_id;
+  std::string correlation_id;
+  std::string request_source;
+  std::string traceparent;
+  std::string client_key;  // the bearer token; never logged
+  std::string key_fingerprint;
+  std::string method;
+  std::string path;
+  std::string model;
+  std::string provider;
+  bool stream = false;
+  int status = 0;
+  std::string outcome = "allowed";  // allowed | blocked | error | not_evaluated | …
+  std::string error_code;
+  std::string error_message;
+  int64_t t0 = 0;
+  int64_t policy_us = 0;
+  int64_t upstream_us = 0;
+  Json usage;
+  Json decisions = Json::array();
+  std::string policy_version;
+  bool redacted = false;
+  bool stream_capped = false;
+  std::size_t max_held = 0;
+  Json prompt;  // only with --audit-prompts
+};
+
+// JSON text; invalid UTF-8 from a client or an upstream is replaced, never
+// a reason to lose a response or a record.
+std::string Dump(const Json& j);
+
+// What policies read besides the body: headers (lower-cased; keys never),
+// the correlation id, the key's fingerprint.
+EvalContext ContextOf(const Exchange& x, const http::request<http::string_body>& req);
+
+// Adds a stage's decision to the exchange's audit decisions.
+void Record(Exchange* x, const Decision& d);
+
+// The request's audit records (its decisions, then the request event) in
+// one write, and the metrics from the same facts.
+void WriteAudit(Gateway* g, const Exchange& x);
+
+// The envelope code of an upstream failure.
+const char* UpstreamCodeOf(UpstreamFailure f);
+
+// A blocking policy's code, or the stage's default.
+std::string PolicyCode(const PolicyHit& h, const char* fallback);
+
+}  // namespace kt::gateway
+
+#endif  // KT_GATEWAY_INTERNAL_EXCHANGE_H_
