@@ -118,12 +118,12 @@ int RunFmt(const std::vector<std::string>& paths, bool write, bool check, Common
   return rc;
 }
 
-int RunExplain(const std::vector<std::string>& paths, bool pir, CommonOptions* common) {
+int RunExplain(const std::vector<std::string>& paths, bool pir, bool llvm, CommonOptions* common) {
   common->compiler.stdlib_paths = StdlibPaths(common->stdlib);
   std::vector<Diagnostic> missing;
   std::vector<std::string> files = CollectPolicyFiles(paths, &missing);
   SourceMap sources;
-  ExplainResult r = Explain(files, common->compiler, &sources);
+  ExplainResult r = Explain(files, common->compiler, &sources, llvm);
   r.lint.diagnostics.insert(r.lint.diagnostics.begin(), missing.begin(), missing.end());
   r.lint.error_count += static_cast<int>(missing.size());
   if (r.lint.error_count > 0) {
@@ -136,6 +136,10 @@ int RunExplain(const std::vector<std::string>& paths, bool pir, CommonOptions* c
   if (!r.ir_problems.empty()) return 3;
   if (pir) {
     std::cout << r.pir;
+    return 0;
+  }
+  if (llvm) {
+    std::cout << r.llvm;
     return 0;
   }
   for (const char* stage : {"input", "tool_call", "output"}) {
@@ -331,15 +335,18 @@ void AddPolicyCommands(CLI::App* app, CommonOptions* common, int* exit_code) {
   struct ExplainArgs {
     std::vector<std::string> paths;
     bool pir = false;
+    bool llvm = false;
   };
   auto explain_args = std::make_shared<ExplainArgs>();
   CLI::App* explain = policy->add_subcommand(
       "explain", "show, per stage, the rules, their stream class and the compiled pattern sets");
   explain->add_option("PATH", explain_args->paths, "files or directories")->required();
   explain->add_flag("--pir", explain_args->pir, "print the policy IR instead");
+  explain->add_flag("--llvm", explain_args->llvm,
+                    "print the LLVM IR of the JIT-compiled pattern scan loops instead");
   AddLimitFlags(explain, common);
   explain->callback([=] {
-    *exit_code = RunExplain(explain_args->paths, explain_args->pir, common);
+    *exit_code = RunExplain(explain_args->paths, explain_args->pir, explain_args->llvm, common);
   });
 }
 

@@ -156,9 +156,12 @@ struct ExplainResult {
   std::string pir;                   // printed IR
   std::vector<PatternSetReport> sets;
   std::vector<std::string> ir_problems;  // from the IR verifier; empty unless kt has a bug
+  // With `llvm`: the LLVM IR of every pattern set's JIT-compiled scan loop,
+  // per stage and set. (Conditions are interpreted; patterns are native.)
+  std::string llvm;
 };
 ExplainResult Explain(const std::vector<std::string>& files, const Options& options,
-                      SourceMap* sources);
+                      SourceMap* sources, bool llvm = false);
 
 // The redactions a stage of a policy set applies, compiled into one pattern
 // set (pattern i is replaced by replacements[i]) for stream evaluation.

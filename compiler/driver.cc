@@ -268,7 +268,7 @@ LintResult Lint(const std::vector<std::string>& files, const Options& options,
 }
 
 ExplainResult Explain(const std::vector<std::string>& files, const Options& options,
-                      SourceMap* sources) {
+                      SourceMap* sources, bool llvm) {
   LoadedFiles loaded(files, options, sources);
   internal::DiagnosticSink& sink = loaded.sink;
   internal::Program& program = loaded.program;
@@ -300,6 +300,13 @@ ExplainResult Explain(const std::vector<std::string>& files, const Options& opti
       report.lazy = set.lazy;
       report.compile_ms = built.stats.compile_ms;
       result.sets.push_back(report);
+      if (llvm && built.ok) {
+        PatternSet compiled(std::move(built.tables));
+        std::string error;
+        result.llvm += "; ---- stage " + stage.name + ", set S" + std::to_string(i) + " (" +
+                       set.subject + "), " + std::to_string(set.patterns.size()) + " patterns\n";
+        result.llvm += compiled.Jit(&error) ? compiled.jit_ir() : "; JIT failed: " + error + "\n";
+      }
     }
   }
   result.pir = internal::PrintPir(*pir);

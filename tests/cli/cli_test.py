@@ -129,6 +129,11 @@ check("pattern explain prints sizes and times",
       r.returncode == 0 and all(k in r.stdout for k in
                                 ("nfa states:", "dfa states:", "byte classes:", "memory:",
                                  "compile:", "jit:")), r.stdout + r.stderr)
+r = run("policy", "explain", "--llvm", "examples/policies/quickstart.ktp")
+check("policy explain --llvm prints each set's scan loop",
+      r.returncode == 0 and r.stdout.count("; ---- stage ") == 2 and "define " in r.stdout,
+      r.stdout[:400] + r.stderr)
+
 r = run("pattern", "explain", "[a-z]{10}x[a-z]{10}y")
 check("pattern explain says when a set runs lazily",
       r.returncode == 0 and "dfa:              lazy" in r.stdout, r.stdout + r.stderr)
