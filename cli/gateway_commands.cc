@@ -49,12 +49,18 @@ void AddGatewayCommands(CLI::App* app, CommonOptions* common, int* exit_code) {
                   "bytes of streamed output held back at most")
       ->capture_default_str();
   run->add_option("--ca-file", options->ca_file, "extra CA certificates for upstream TLS");
+  run->add_option("--admin-token", options->admin_token,
+                  "accept POST /admin/reload from anywhere with this bearer token "
+                  "(default: $KT_ADMIN_TOKEN; without one, loopback only)");
   run->add_option("--stdlib", common->stdlib, "directory that contains std/ (default: built in)");
   run->callback([options, fail_mode, common, exit_code] {
     options->fail_open = *fail_mode == "allow";
     options->stdlib_paths = StdlibPaths(common->stdlib);
     if (options->upstream_api_key.empty()) {
       if (const char* k = std::getenv("KT_UPSTREAM_API_KEY")) options->upstream_api_key = k;
+    }
+    if (options->admin_token.empty()) {
+      if (const char* t = std::getenv("KT_ADMIN_TOKEN")) options->admin_token = t;
     }
     *exit_code = gateway::Run(*options);
   });

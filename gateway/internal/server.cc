@@ -815,7 +815,8 @@ asio::awaitable<void> Session(tcp::socket socket, Gateway* g, UpstreamPool* pool
       beast::error_code rec;
       auto remote = stream.socket().remote_endpoint(rec);
       bool loopback = !rec && remote.address().is_loopback();
-      bool token_ok = !g->options.admin_token.empty() && x.client_key == g->options.admin_token;
+      bool token_ok = !g->options.admin_token.empty() &&
+                      ConstantTimeEqual(x.client_key, g->options.admin_token);
       if (!loopback && !token_ok) {
         res =
             ErrorResponse(g, &x, 403, "invalid_request_error", "forbidden",

@@ -124,6 +124,15 @@ nlohmann::json ErrorEnvelope(std::string_view type, std::string_view code, std::
   return {{"error", std::move(error)}};
 }
 
+bool ConstantTimeEqual(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  unsigned char diff = 0;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    diff |= static_cast<unsigned char>(a[i] ^ b[i]);
+  }
+  return diff == 0;
+}
+
 std::string BearerToken(std::string_view authorization) {
   constexpr std::string_view kBearer = "Bearer ";
   if (authorization.size() > kBearer.size() &&

@@ -37,6 +37,9 @@ int64_t MonoMicros();  // monotonic, for latencies
 nlohmann::json ErrorEnvelope(std::string_view type, std::string_view code, std::string_view message,
                              std::string_view request_id, std::string_view policy = {});
 
+// Compares secrets without a timing side channel on their contents.
+bool ConstantTimeEqual(std::string_view a, std::string_view b);
+
 // The bearer token of an Authorization header value ("" when there is none).
 std::string BearerToken(std::string_view authorization);
 
