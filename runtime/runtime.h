@@ -26,6 +26,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "runtime/abi/automaton.h"
@@ -179,6 +180,30 @@ class StreamRedactor {
   bool capped_ = false;
   std::vector<StreamScanner::MatchEnd> ends_;  // scratch; ends are not needed here
   std::vector<PatternMatch> redacted_;
+};
+
+// A relocatable object file (JIT-compiled policy code, possibly read back
+// from the object cache) linked into the process-wide LLJIT. Each object
+// gets its own JITDylib and ResourceTracker, so two versions of a policy set
+// can be loaded side by side (hot reload) and destroying the object removes
+// its code. `symbols` are the addresses its undefined symbols resolve to
+// (the runtime helpers); anything else resolves against the process.
+class NativeObject {
+ public:
+  static std::unique_ptr<NativeObject> Load(std::string_view object,
+                                            const std::vector<std::pair<std::string, const void*>>& symbols,
+                                            std::string* error);
+  ~NativeObject();
+  NativeObject(const NativeObject&) = delete;
+  NativeObject& operator=(const NativeObject&) = delete;
+  // The address of a defined function; null (with `*error`) if the object
+  // does not define it or does not link.
+  const void* Lookup(const std::string& name, std::string* error) const;
+
+ private:
+  NativeObject() = default;
+  struct Handle;
+  std::unique_ptr<Handle> handle_;
 };
 
 }  // namespace kt

@@ -23,6 +23,7 @@
 #include "compiler/compiler.h"
 #include "compiler/internal/automata.h"
 #include "compiler/internal/checker.h"
+#include "compiler/internal/codegen.h"
 #include "compiler/internal/test_runner.h"
 #include "runtime/runtime.h"
 
@@ -422,91 +423,141 @@ bool Evaluator::Holds(const PolicyDecl& policy, const StageInput& in) {
   return true;
 }
 
+// The texts a redaction applies to, read in place.
+template <typename Visit>
+static void ForEachSubject(const StageInput& in, Visit visit) {
+  if (in.stage == "output") {
+    auto it = in.output.find("text");
+    visit(it != in.output.end() && it->is_string() ? std::string_view(it->get_ref<const std::string&>())
+                                                   : std::string_view());
+    return;
+  }
+  auto ms = in.request.find("messages");
+  if (ms == in.request.end() || !ms->is_array()) return;
+  for (const Json& m : *ms) {
+    auto c = m.is_object() ? m.find("content") : m.end();
+    visit(m.is_object() && c != m.end() && c->is_string()
+              ? std::string_view(c->get_ref<const std::string&>())
+              : std::string_view());
+  }
+}
+
+bool Evaluator::Fire(const PolicyDecl& p, StageRun* run) {
+  const StageInput& in = *run->in;
+  Outcome& out = *run->out;
+  const PolicyClause* then = nullptr;
+  std::string mode = "enforce";
+  for (const PolicyClause& c : p.clauses) {
+    if (c.kind == ClauseKind::kThen) then = &c;
+    if (c.kind == ClauseKind::kMode) mode = c.names[0].text;
+  }
+  const Action& a = then->action;
+  Hit hit{&p, a.kind == ActionKind::kBlock ? "block" : a.kind == ActionKind::kFlag ? "flag" : "redact",
+          mode == "enforce", a.code.value, a.message.value};
+  if (a.kind == ActionKind::kRedact) {
+    // A redaction that finds nothing is no hit.
+    bool matched = false;
+    for (const RedactItem& item : a.items) {
+      const auto* trees = TreesFor(*item.pattern);
+      if (trees == nullptr) continue;
+      ForEachSubject(in, [&](std::string_view t) {
+        matched = matched || matcher_->Contains(*trees, t);
+      });
+    }
+    if (!matched) return false;
+    if (hit.enforced) {
+      for (const RedactItem& item : a.items) {
+        for (const RegexNode* tree : res_.pattern_trees.at(item.pattern.get())) {
+          run->redact_trees.push_back(tree);
+          run->redact_with.push_back(item.replacement.value);
+        }
+      }
+    }
+  }
+  out.hits.push_back(hit);
+  if (hit.action == "block" && hit.enforced) {
+    out.blocked = true;
+    return true;
+  }
+  return false;
+}
+
+void Evaluator::RunNative(int stage, const StageInput& in, StageRun* run) {
+  const std::vector<const PolicyDecl*>& rules = code_->rules(stage);
+  // Which rules run: all of them, or the test's scope and the stream
+  // evaluator's subset. Per-thread scratch, so the gateway's path does not
+  // allocate once warm.
+  thread_local std::vector<uint8_t> enabled;
+  thread_local std::vector<abi::MessageView> messages;
+  thread_local std::vector<abi::ToolDefView> tools;
+  enabled.assign(rules.size(), 1);
+  if (in.scope != nullptr || in.only != nullptr) {
+    std::vector<const PolicyDecl*> scoped;
+    if (in.scope != nullptr) scoped = PoliciesOn(in.stage, in.scope);
+    for (std::size_t i = 0; i < rules.size(); ++i) {
+      bool on = in.scope == nullptr || std::find(scoped.begin(), scoped.end(), rules[i]) != scoped.end();
+      if (in.only != nullptr && !in.only->count(rules[i])) on = false;
+      enabled[i] = on;
+    }
+  }
+  abi::RequestView view;
+  BuildView(in, &view, &messages, &tools);
+  NativeRun native;
+  native.program = code_;
+  native.in = &in;
+  native.view = &view;
+  struct Ctx {
+    Evaluator* self;
+    StageRun* run;
+    const std::vector<const PolicyDecl*>* rules;
+  } ctx{this, run, &rules};
+  native.fire = [](void* arg, uint32_t rule) {
+    auto* c = static_cast<Ctx*>(arg);
+    return c->self->Fire(*(*c->rules)[rule], c->run);
+  };
+  native.fire_arg = &ctx;
+  abi::Frame frame;
+  frame.enabled = enabled.data();
+  frame.runtime = &native;
+  code_->entry(stage)(&frame, &view);
+  if (native.failed) throw EvaluationError(native.error);
+}
+
 Evaluator::Outcome Evaluator::Evaluate(const StageInput& in) {
   Outcome out;
-  out.request = in.request;
-  out.output = in.output;
-  // Enforced redactions, applied together at the end of the stage.
-  std::vector<const RegexNode*> redact_trees;
-  std::vector<std::string> redact_with;
-  auto subjects = [&](const Json& request, const Json& output) {
-    std::vector<std::string> texts;
-    if (in.stage == "output") {
-      texts.push_back(output.value("text", ""));
-    } else if (request.contains("messages") && request["messages"].is_array()) {
-      for (const Json& m : request["messages"]) texts.push_back(m.value("content", ""));
-    }
-    return texts;
-  };
-  for (const PolicyDecl* p : PoliciesOn(in.stage, in.scope)) {
-    if (in.only != nullptr && !in.only->count(p)) continue;
-    const PolicyClause* when = nullptr;
-    const PolicyClause* then = nullptr;
-    std::string mode = "enforce";
-    for (const PolicyClause& c : p->clauses) {
-      if (c.kind == ClauseKind::kWhen) when = &c;
-      if (c.kind == ClauseKind::kThen) then = &c;
-      if (c.kind == ClauseKind::kMode) mode = c.names[0].text;
-    }
-    Env env{&in, {}};
-    bool holds = when == nullptr || Truthy(Eval(*when->condition, &env));
-    if (!holds) continue;
-    const Action& a = then->action;
-    Hit hit{p, a.kind == ActionKind::kBlock ? "block" : a.kind == ActionKind::kFlag ? "flag" : "redact",
-            mode == "enforce", a.code.value, a.message.value};
-    if (a.kind == ActionKind::kRedact) {
-      bool matched = false;
-      for (const RedactItem& item : a.items) {
-        const auto* trees = TreesFor(*item.pattern);
-        if (trees == nullptr) continue;
-        for (const std::string& t : subjects(in.request, in.output)) {
-          matched = matched || !matcher_->AllMatches(*trees, t).empty();
-        }
-        if (hit.enforced) {
-          for (const RegexNode* tree : res_.pattern_trees.at(item.pattern.get())) {
-            redact_trees.push_back(tree);
-            redact_with.push_back(item.replacement.value);
-          }
-        }
-      }
-      if (!matched) {
-        // A redaction that found nothing is no hit; drop its patterns again.
-        if (hit.enforced) {
-          std::size_t n = 0;
-          for (const RedactItem& item : a.items) n += res_.pattern_trees.at(item.pattern.get()).size();
-          redact_trees.resize(redact_trees.size() - n);
-          redact_with.resize(redact_with.size() - n);
-        }
-        continue;
-      }
-    }
-    out.hits.push_back(hit);
-    if (hit.action == "block" && hit.enforced) {
-      out.blocked = true;
-      break;
+  StageRun run{&in, &out, {}, {}};
+  const int stage = StageIndex(in.stage);
+  if (code_ != nullptr && stage >= 0) {
+    RunNative(stage, in, &run);
+  } else {
+    for (const PolicyDecl* p : PoliciesOn(in.stage, in.scope)) {
+      if (in.only != nullptr && !in.only->count(p)) continue;
+      if (Holds(*p, in) && Fire(*p, &run)) break;
     }
   }
   for (const Hit& h : out.hits) {
     if (h.action == "block" && h.enforced) out.block = &h;
   }
-  if (!out.blocked && !redact_trees.empty()) {
-    {
-      auto redact = [&](const std::string& text) {
-        std::string r;
-        std::size_t pos = 0;
-        for (const PatternMatch& m : matcher_->AllMatches(redact_trees, text)) {
-          r += text.substr(pos, m.start - pos) + redact_with[m.pattern];
-          pos = m.end;
-        }
-        return r + text.substr(pos);
-      };
-      if (in.stage == "output") {
-        out.output["text"] = redact(in.output.value("text", ""));
-      } else if (out.request.contains("messages") && out.request["messages"].is_array()) {
-        for (Json& m : out.request["messages"]) {
-          if (m.contains("content") && m["content"].is_string()) {
-            m["content"] = redact(m["content"].get<std::string>());
-          }
+  if (!out.blocked && !run.redact_trees.empty()) {
+    // Enforced redactions, applied together (leftmost-longest over all).
+    auto redact = [&](const std::string& text) {
+      std::string r;
+      std::size_t pos = 0;
+      for (const PatternMatch& m : matcher_->AllMatches(run.redact_trees, text)) {
+        r += text.substr(pos, m.start - pos) + run.redact_with[m.pattern];
+        pos = m.end;
+      }
+      return r + text.substr(pos);
+    };
+    out.redacted = true;
+    out.request = in.request;
+    out.output = in.output;
+    if (in.stage == "output") {
+      out.output["text"] = redact(in.output.value("text", ""));
+    } else if (out.request.contains("messages") && out.request["messages"].is_array()) {
+      for (Json& m : out.request["messages"]) {
+        if (m.contains("content") && m["content"].is_string()) {
+          m["content"] = redact(m["content"].get<std::string>());
         }
       }
     }
@@ -637,15 +688,19 @@ std::string RequestEvaluator::EvaluateChecked(const std::string& stage, const st
     decision["policy"] = out.block->policy->name.value;
     decision["code"] = out.block->code;
   }
-  if (stage == "input" && !out.blocked) decision["request"] = out.request;
-  if (stage == "output" && !out.blocked) decision["output"] = out.output.value("text", "");
+  if (stage == "input" && !out.blocked) decision["request"] = out.redacted ? out.request : in.request;
+  if (stage == "output" && !out.blocked) {
+    decision["output"] = (out.redacted ? out.output : in.output).value("text", "");
+  }
   return decision.dump(2);
 }
 
 TestRun RunTests(const Program& program, const Resolution& resolution, const Options& options,
-                 const SourceMap& sources, PatternMatcher* matcher) {
+                 const SourceMap& sources, PatternMatcher* matcher,
+                 const PolicyProgram* program_code) {
   TestRun run;
   Evaluator ev(program, resolution, options, matcher);
+  ev.set_program(program_code);
   std::set<std::string> exercised;
   std::vector<std::pair<std::string, std::string>> all_policies;  // name, file
   for (const Module* m : program.roots) {
@@ -744,7 +799,7 @@ TestRun RunTests(const Program& program, const Resolution& resolution, const Opt
             Json actual;
             const Expr& path = *c.value;
             if (path.kind == ExprKind::kName && path.text == "output") {
-              actual = out.output.value("text", "");
+              actual = (out.redacted ? out.output : in.output).value("text", "");
             } else {
               // Evaluate the path over the stage's result.
               struct Walker {
@@ -770,7 +825,8 @@ TestRun RunTests(const Program& program, const Resolution& resolution, const Opt
                   }
                 }
               };
-              actual = Walker::Walk(path, out.request, out.output);
+              actual = Walker::Walk(path, out.redacted ? out.request : in.request,
+                                    out.redacted ? out.output : in.output);
             }
             std::string text = actual.is_string() ? actual.get<std::string>() : actual.dump();
             if (text != c.expected.value) {

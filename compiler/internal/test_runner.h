@@ -19,6 +19,8 @@
 
 namespace kt::internal {
 
+class PolicyProgram;  // codegen.h
+
 // How the interpreter matches patterns: kt's automata by default; the tests
 // plug in RE2 as an independent oracle (the reference evaluator).
 class PatternMatcher {
@@ -28,6 +30,10 @@ class PatternMatcher {
   // `pattern` is the index of the tree that matched.
   virtual std::vector<PatternMatch> AllMatches(const std::vector<const RegexNode*>& trees,
                                                std::string_view text) = 0;
+  // Whether any of `trees` occurs in `text`.
+  virtual bool Contains(const std::vector<const RegexNode*>& trees, std::string_view text) {
+    return !AllMatches(trees, text).empty();
+  }
 };
 
 using Json = nlohmann::json;
@@ -49,6 +55,9 @@ class KtMatcher : public PatternMatcher {
   std::vector<PatternMatch> AllMatches(const std::vector<const RegexNode*>& trees,
                                        std::string_view text) override {
     return Set(trees).AllMatches(text);
+  }
+  bool Contains(const std::vector<const RegexNode*>& trees, std::string_view text) override {
+    return Set(trees).Contains(text);
   }
   // The compiled set of `trees` (compiled now if it is the first use).
   const PatternSet& Set(const std::vector<const RegexNode*>& trees);
@@ -96,6 +105,9 @@ class Evaluator {
     std::vector<Hit> hits;
     bool blocked = false;
     const Hit* block = nullptr;
+    // Set only when an enforced redaction changed the texts (`redacted`);
+    // otherwise the stage's input stands as it came.
+    bool redacted = false;
     Json request;
     Json output;
   };
@@ -113,7 +125,20 @@ class Evaluator {
 
   Json Literal(const Expr& e) const;
 
+  // Evaluates conditions with a compiled program (it must have been built
+  // from this evaluator's program) instead of walking the AST.
+  void set_program(const PolicyProgram* code) { code_ = code; }
+
  private:
+  struct StageRun {
+    const StageInput* in;
+    Outcome* out;
+    std::vector<const RegexNode*> redact_trees;  // enforced redactions, in order
+    std::vector<std::string> redact_with;
+  };
+  // Records the hit of a policy whose condition holds; true ends the stage.
+  bool Fire(const PolicyDecl& policy, StageRun* run);
+  void RunNative(int stage, const StageInput& in, StageRun* run);
   struct Env {
     const StageInput* in;
     // Quantifier variables, bound to the list items they range over (the
@@ -137,12 +162,16 @@ class Evaluator {
   const Resolution& res_;
   std::unique_ptr<KtMatcher> own_matcher_;
   PatternMatcher* matcher_;
+  const PolicyProgram* code_ = nullptr;
 };
 
 // Runs every `test` block of the program's root files. The program must have
 // passed the checker without errors. `matcher` defaults to kt's automata.
+// With `program`, conditions run as its native code (the engine the gateway
+// uses); `matcher` must then be the KtMatcher the program was built with.
 TestRun RunTests(const Program& program, const Resolution& resolution, const Options& options,
-                 const SourceMap& sources, PatternMatcher* matcher = nullptr);
+                 const SourceMap& sources, PatternMatcher* matcher = nullptr,
+                 const PolicyProgram* program_code = nullptr);
 
 // Evaluates the whole policy set on OpenAI-format bodies (a chat-completions
 // request, a response, or a tool call), keeping compiled patterns between

@@ -26,6 +26,7 @@
 #include "llvm/IR/LLVMContext.h"
 #include "llvm/IR/Module.h"
 #include "llvm/IR/Verifier.h"
+#include "llvm/Support/MemoryBuffer.h"
 #include "llvm/Support/TargetSelect.h"
 #include "llvm/Support/raw_ostream.h"
 
@@ -414,6 +415,69 @@ PatternJit::~PatternJit() {
       llvm::consumeError(handle_->tracker->remove());
     }
   }
+}
+
+struct NativeObject::Handle {
+  llvm::orc::JITDylib* dylib = nullptr;
+  llvm::orc::ResourceTrackerSP tracker;
+};
+
+std::unique_ptr<NativeObject> NativeObject::Load(
+    std::string_view object, const std::vector<std::pair<std::string, const void*>>& symbols,
+    std::string* error) {
+  Engine* engine = Engine::Get(error);
+  if (engine == nullptr) return nullptr;
+  std::lock_guard<std::mutex> lock(engine->mutex());
+  llvm::orc::LLJIT& jit = engine->jit();
+  // A JITDylib per object: the same policy set loaded twice (a reload that
+  // changed nothing) defines the same symbol names, which must not clash.
+  auto dylib = jit.createJITDylib("kt.object." + std::to_string(next_module_id++));
+  if (!dylib) {
+    *error = llvm::toString(dylib.takeError());
+    return nullptr;
+  }
+  std::unique_ptr<NativeObject> result(new NativeObject());
+  result->handle_ = std::make_unique<Handle>();
+  result->handle_->dylib = &*dylib;
+  llvm::orc::SymbolMap map;
+  for (const auto& [name, address] : symbols) {
+    map[jit.mangleAndIntern(name)] = {llvm::orc::ExecutorAddr::fromPtr(address),
+                                      llvm::JITSymbolFlags::Exported};
+  }
+  if (auto err = dylib->define(llvm::orc::absoluteSymbols(std::move(map)))) {
+    *error = llvm::toString(std::move(err));
+    return nullptr;
+  }
+  result->handle_->tracker = dylib->createResourceTracker();
+  if (auto err = jit.addObjectFile(result->handle_->tracker,
+                                   llvm::MemoryBuffer::getMemBufferCopy(
+                                       llvm::StringRef(object.data(), object.size()), "kt-object"))) {
+    *error = llvm::toString(std::move(err));
+    return nullptr;
+  }
+  return result;
+}
+
+const void* NativeObject::Lookup(const std::string& name, std::string* error) const {
+  std::string ignored;
+  Engine* engine = Engine::Get(&ignored);
+  std::lock_guard<std::mutex> lock(engine->mutex());
+  auto sym = engine->jit().lookup(*handle_->dylib, name);
+  if (!sym) {
+    *error = llvm::toString(sym.takeError());
+    return nullptr;
+  }
+  return sym->toPtr<const void*>();
+}
+
+NativeObject::~NativeObject() {
+  if (handle_ == nullptr || handle_->dylib == nullptr) return;
+  std::string ignored;
+  Engine* engine = Engine::Get(&ignored);
+  if (engine == nullptr) return;
+  std::lock_guard<std::mutex> lock(engine->mutex());
+  if (handle_->tracker) llvm::consumeError(handle_->tracker->remove());
+  llvm::consumeError(engine->jit().getExecutionSession().removeJITDylib(*handle_->dylib));
 }
 
 }  // namespace kt

@@ -1,7 +1,8 @@
 // The conformance corpus (and every test block of the examples and stdlib)
-// through two evaluators: the interpreter with kt's automata, and the
-// reference evaluator, the same decision semantics with RE2 (longest match)
-// for every pattern. Both must pass every case and agree on every decision.
+// through three evaluators: the JIT engine (the policy program compiled to
+// native code, the gateway's engine), the interpreter with kt's automata,
+// and the reference evaluator, the AST walk with RE2 (longest match) for
+// every pattern. All must pass every case and agree on every decision.
 #include <gtest/gtest.h>
 #include <re2/re2.h>
 
@@ -10,6 +11,7 @@
 #include <memory>
 
 #include "compiler/compiler.h"
+#include "compiler/internal/codegen.h"
 #include "compiler/internal/driver.h"
 #include "compiler/internal/regex.h"
 #include "compiler/internal/test_runner.h"
@@ -133,7 +135,7 @@ std::vector<std::string> Files() {
   return files;
 }
 
-TEST(Conformance, KtAndReferenceEvaluatorsAgreeAndPass) {
+TEST(Conformance, JitInterpreterAndReferenceAgreeAndPass) {
   int cases = 0;
   int corpus_cases = 0;  // in tests/conformance/ itself
   for (const std::string& file : Files()) {
@@ -142,14 +144,27 @@ TEST(Conformance, KtAndReferenceEvaluatorsAgreeAndPass) {
     SourceMap sources;
     internal::CheckedSet set = internal::LoadAndCheck({file}, options, &sources);
     ASSERT_EQ(set.error_count, 0) << file;
+    internal::KtMatcher matcher(options, /*jit=*/true);
+    std::string error;
+    auto code = internal::PolicyProgram::Build(*set.program, *set.checked.resolution, &matcher,
+                                               internal::ProgramOptions(), &error);
+    ASSERT_NE(code, nullptr) << file << ": " << error;
+    TestRun jit_run = internal::RunTests(*set.program, *set.checked.resolution, options, sources,
+                                         &matcher, code.get());
     TestRun kt_run = internal::RunTests(*set.program, *set.checked.resolution, options, sources);
     Re2Matcher re2;
     TestRun ref_run =
         internal::RunTests(*set.program, *set.checked.resolution, options, sources, &re2);
     ASSERT_EQ(kt_run.results.size(), ref_run.results.size()) << file;
+    ASSERT_EQ(jit_run.results.size(), ref_run.results.size()) << file;
     for (std::size_t i = 0; i < kt_run.results.size(); ++i) {
       const TestCaseResult& a = kt_run.results[i];
       const TestCaseResult& b = ref_run.results[i];
+      const TestCaseResult& j = jit_run.results[i];
+      EXPECT_TRUE(j.passed) << "jit: " << file << ":" << j.line << " " << j.name << ": " << j.failure;
+      EXPECT_EQ(j.verdict, b.verdict) << "jit: " << file << ":" << j.line;
+      EXPECT_EQ(j.policy, b.policy) << "jit: " << file << ":" << j.line;
+      EXPECT_EQ(j.code, b.code) << "jit: " << file << ":" << j.line;
       ++cases;
       if (file.rfind("tests/conformance/", 0) == 0) ++corpus_cases;
       EXPECT_TRUE(a.passed) << file << ":" << a.line << " " << a.name << ": " << a.failure;

@@ -1,0 +1,836 @@
+// Code generation for policy programs (see codegen.h for the design).
+//
+// Every expression is emitted into a stack slot of type
+// `%kt.value = { i32 tag, i32 pad, i64 a, i64 b }` (abi::Value); after
+// optimisation SROA turns most slots into registers. The semantics are the
+// interpreter's (test_runner.cc), case for case, and the conformance corpus
+// runs through both: a failed `as` conversion is the tag kFail, which
+// `and`/`or`/quantifiers propagate only when no operand decides the result.
+#include "compiler/internal/codegen.h"
+
+#include <chrono>
+#include <cstddef>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <sstream>
+
+#include "llvm/ExecutionEngine/Orc/JITTargetMachineBuilder.h"
+#include "llvm/IR/IRBuilder.h"
+#include "llvm/IR/LLVMContext.h"
+#include "llvm/IR/LegacyPassManager.h"
+#include "llvm/IR/Module.h"
+#include "llvm/IR/Verifier.h"
+#include "llvm/Config/llvm-config.h"
+#include "llvm/MC/TargetRegistry.h"
+#include "llvm/Passes/PassBuilder.h"
+#include "llvm/Support/SHA256.h"
+#include "llvm/Support/TargetSelect.h"
+#include "llvm/Support/raw_ostream.h"
+#include "llvm/Target/TargetMachine.h"
+
+namespace kt::internal {
+
+int StageIndex(const std::string& stage) {
+  for (std::size_t i = 0; i < kStageNames.size(); ++i) {
+    if (stage == kStageNames[i]) return static_cast<int>(i);
+  }
+  return -1;
+}
+
+namespace {
+
+namespace fs = std::filesystem;
+
+struct HelperDecl {
+  const char* name;
+  const char* result;
+  const char* args;
+};
+constexpr HelperDecl kHelpers[] = {
+#define KT_HELPER(symbol, result, args) {#symbol, result, args},
+#include "compiler/internal/builtins.def"
+#undef KT_HELPER
+};
+
+struct BuiltinHelper {
+  const char* builtin;
+  const char* helper;
+};
+// Built-in name -> helper symbol, from the same table.
+constexpr BuiltinHelper kBuiltinHelpers[] = {
+#define KT_BUILTIN_HELPER(id, symbol) {#id, #symbol},
+#include "compiler/internal/builtins.def"
+#undef KT_BUILTIN_HELPER
+};
+struct BuiltinName {
+  const char* id;
+  const char* name;
+};
+constexpr BuiltinName kBuiltinNames[] = {
+#define KT_BUILTIN(id, name, min_args, max_args, sig, doc) {#id, name},
+#include "compiler/internal/builtins.def"
+#undef KT_BUILTIN
+};
+
+const char* HelperForBuiltin(const std::string& name) {
+  for (const BuiltinName& b : kBuiltinNames) {
+    if (name != b.name) continue;
+    for (const BuiltinHelper& h : kBuiltinHelpers) {
+      if (std::string_view(h.builtin) == b.id) return h.helper;
+    }
+  }
+  return nullptr;
+}
+
+abi::Field FieldId(const std::string& name) {
+  static const std::map<std::string, abi::Field> kFields = {
+      {"model", abi::kFieldModel},
+      {"messages", abi::kFieldMessages},
+      {"tools", abi::kFieldTools},
+      {"user", abi::kFieldUser},
+      {"stream", abi::kFieldStream},
+      {"max_tokens", abi::kFieldMaxTokens},
+      {"temperature", abi::kFieldTemperature},
+      {"metadata", abi::kFieldMetadata},
+      {"role", abi::kFieldRole},
+      {"content", abi::kFieldContent},
+      {"name", abi::kFieldName},
+      {"tool_call_id", abi::kFieldToolCallId},
+      {"description", abi::kFieldDescription},
+      {"parameters", abi::kFieldParameters},
+      {"args", abi::kFieldArgs},
+      {"index", abi::kFieldIndex},
+      {"id", abi::kFieldId},
+      {"text", abi::kFieldText},
+      {"finish_reason", abi::kFieldFinishReason},
+  };
+  auto it = kFields.find(name);
+  return it == kFields.end() ? abi::kFieldOther : it->second;
+}
+
+class Codegen {
+ public:
+  Codegen(const Resolution& res, llvm::Module* module,
+          std::vector<const std::vector<const RegexNode*>*>* set_trees)
+      : res_(res), m_(*module), ctx_(module->getContext()), b_(ctx_), set_trees_(*set_trees) {
+    i8_ = b_.getInt8Ty();
+    i32_ = b_.getInt32Ty();
+    i64_ = b_.getInt64Ty();
+    ptr_ = b_.getPtrTy();
+    value_ty_ = llvm::StructType::create(ctx_, {i32_, i32_, i64_, i64_}, "kt.value");
+    for (const HelperDecl& h : kHelpers) {
+      auto letter = [&](char c) -> llvm::Type* {
+        switch (c) {
+          case 'v':
+            return b_.getVoidTy();
+          case 'i':
+            return i32_;
+          case 'l':
+            return i64_;
+          default:
+            return ptr_;
+        }
+      };
+      std::vector<llvm::Type*> args;
+      for (const char* a = h.args; *a != 0; ++a) args.push_back(letter(*a));
+      auto* fty = llvm::FunctionType::get(letter(h.result[0]), args, false);
+      auto* fn = llvm::Function::Create(fty, llvm::Function::ExternalLinkage, h.name, m_);
+      fn->setDoesNotThrow();
+      helpers_[h.name] = fn;
+    }
+  }
+
+  void EmitStage(int stage, const std::vector<const PolicyDecl*>& rules) {
+    auto* fty = llvm::FunctionType::get(i32_, {ptr_, ptr_}, false);
+    fn_ = llvm::Function::Create(fty, llvm::Function::ExternalLinkage,
+                                 std::string("kt_stage_") + kStageNames[stage], m_);
+    fn_->setDoesNotThrow();
+    frame_ = fn_->getArg(0);
+    view_ = fn_->getArg(1);
+    frame_->setName("frame");
+    view_->setName("view");
+    entry_ = llvm::BasicBlock::Create(ctx_, "entry", fn_);
+    auto* first = llvm::BasicBlock::Create(ctx_, "rules", fn_);
+    auto* stop = llvm::BasicBlock::Create(ctx_, "stop", fn_);
+    b_.SetInsertPoint(entry_);
+    llvm::Value* enabled = b_.CreateLoad(ptr_, frame_, "enabled");
+    b_.CreateBr(first);
+    b_.SetInsertPoint(first);
+    for (std::size_t i = 0; i < rules.size(); ++i) {
+      const PolicyDecl& p = *rules[i];
+      const std::string tag = "r" + std::to_string(i);
+      auto* cond = llvm::BasicBlock::Create(ctx_, tag + ".when", fn_);
+      auto* fire = llvm::BasicBlock::Create(ctx_, tag + ".fire", fn_);
+      auto* next = llvm::BasicBlock::Create(ctx_, tag + ".next", fn_);
+      llvm::Value* on = b_.CreateLoad(i8_, b_.CreateConstGEP1_64(i8_, enabled, i), tag + ".enabled");
+      b_.CreateCondBr(b_.CreateICmpNE(on, b_.getInt8(0)), cond, next);
+      b_.SetInsertPoint(cond);
+      const Expr* when = nullptr;
+      for (const PolicyClause& c : p.clauses) {
+        if (c.kind == ClauseKind::kWhen) when = c.condition.get();
+      }
+      if (when == nullptr) {
+        b_.CreateBr(fire);
+      } else {
+        llvm::Value* slot = Slot(tag);
+        Emit(*when, slot);
+        b_.CreateCondBr(IsTrue(slot), fire, next);
+      }
+      b_.SetInsertPoint(fire);
+      llvm::Value* r = b_.CreateCall(helpers_.at("kt_rt_fire"), {frame_, b_.getInt32(i)});
+      b_.CreateCondBr(b_.CreateICmpNE(r, b_.getInt32(0)), stop, next);
+      b_.SetInsertPoint(next);
+    }
+    b_.CreateRet(b_.getInt32(0));
+    b_.SetInsertPoint(stop);
+    b_.CreateRet(b_.getInt32(1));
+  }
+
+ private:
+  // A fresh value slot, allocated in the entry block (so SROA sees it).
+  llvm::Value* Slot(const std::string& name = "v") {
+    llvm::IRBuilder<> eb(entry_, entry_->begin());
+    return eb.CreateAlloca(value_ty_, nullptr, name);
+  }
+  llvm::Value* TagOf(llvm::Value* slot) {
+    return b_.CreateLoad(i32_, b_.CreateStructGEP(value_ty_, slot, 0));
+  }
+  llvm::Value* AOf(llvm::Value* slot) {
+    return b_.CreateLoad(i64_, b_.CreateStructGEP(value_ty_, slot, 2));
+  }
+  void Store(llvm::Value* slot, uint32_t tag, llvm::Value* a = nullptr, llvm::Value* bv = nullptr) {
+    b_.CreateStore(b_.getInt32(tag), b_.CreateStructGEP(value_ty_, slot, 0));
+    b_.CreateStore(b_.getInt32(0), b_.CreateStructGEP(value_ty_, slot, 1));
+    b_.CreateStore(a != nullptr ? a : b_.getInt64(0), b_.CreateStructGEP(value_ty_, slot, 2));
+    b_.CreateStore(bv != nullptr ? bv : b_.getInt64(0), b_.CreateStructGEP(value_ty_, slot, 3));
+  }
+  void StoreBool(llvm::Value* slot, llvm::Value* bit) {
+    Store(slot, abi::kBool, b_.CreateZExt(bit, i64_));
+  }
+  void Copy(llvm::Value* to, llvm::Value* from) {
+    b_.CreateStore(b_.CreateLoad(value_ty_, from), to);
+  }
+  llvm::Value* IsFail(llvm::Value* slot) { return b_.CreateICmpEQ(TagOf(slot), b_.getInt32(abi::kFail)); }
+  llvm::Value* IsTrue(llvm::Value* slot) {
+    return b_.CreateAnd(b_.CreateICmpEQ(TagOf(slot), b_.getInt32(abi::kBool)),
+                        b_.CreateICmpNE(AOf(slot), b_.getInt64(0)));
+  }
+  llvm::BasicBlock* Block(const char* name) { return llvm::BasicBlock::Create(ctx_, name, fn_); }
+
+  // Branches to `fail` (after storing kFail in `out`) when `slot` failed;
+  // continues in a new block otherwise.
+  void FailIf(llvm::Value* slot, llvm::Value* out, llvm::BasicBlock* done) {
+    auto* failed = Block("fail");
+    auto* ok = Block("ok");
+    b_.CreateCondBr(IsFail(slot), failed, ok);
+    b_.SetInsertPoint(failed);
+    Store(out, abi::kFail);
+    b_.CreateBr(done);
+    b_.SetInsertPoint(ok);
+  }
+
+  uint32_t SetIndex(const Expr& pattern, bool* found) {
+    auto it = res_.pattern_trees.find(&pattern);
+    *found = it != res_.pattern_trees.end();
+    if (!*found) return 0;
+    for (std::size_t i = 0; i < set_trees_.size(); ++i) {
+      if (*set_trees_[i] == it->second) return static_cast<uint32_t>(i);
+    }
+    set_trees_.push_back(&it->second);
+    return static_cast<uint32_t>(set_trees_.size() - 1);
+  }
+
+  abi::Zero ZeroOf(const Expr& e) const {
+    auto it = res_.types.find(&e);
+    if (it == res_.types.end() || it->second.optional) return abi::kZeroNull;
+    switch (it->second.shape) {
+      case Resolution::Shape::kString:
+        return abi::kZeroStr;
+      case Resolution::Shape::kInt:
+        return abi::kZeroInt;
+      case Resolution::Shape::kFloat:
+        return abi::kZeroFloat;
+      case Resolution::Shape::kBool:
+        return abi::kZeroBool;
+      case Resolution::Shape::kList:
+        return abi::kZeroList;
+      default:
+        return abi::kZeroNull;
+    }
+  }
+
+  llvm::Constant* StringConstant(const std::string& s) {
+    auto it = strings_.find(s);
+    if (it != strings_.end()) return it->second;
+    llvm::Constant* g = b_.CreateGlobalString(s, ".str", 0, &m_);
+    strings_[s] = g;
+    return g;
+  }
+
+  const LetDecl* LetOf(const Expr& e) const {
+    auto d = res_.decls.find(&e);
+    if (d == res_.decls.end() || d->second->kind != DeclKind::kLet) return nullptr;
+    return d->second->let.get();
+  }
+
+  void EmitBinaryLogic(const Expr& e, llvm::Value* out) {
+    // An operand equal to the decisive value settles it; a failed
+    // conversion elsewhere fails the whole.
+    const bool decisive = e.kind == ExprKind::kOr;
+    llvm::Value* failed = Slot("failed");
+    b_.CreateStore(b_.getInt32(0), b_.CreateStructGEP(value_ty_, failed, 0));
+    auto* done = Block("logic.done");
+    for (const ExprPtr& c : e.children) {
+      llvm::Value* v = Slot();
+      Emit(*c, v);
+      auto* on_fail = Block("logic.fail");
+      auto* judge = Block("logic.judge");
+      auto* settle = Block("logic.settle");
+      auto* next = Block("logic.next");
+      b_.CreateCondBr(IsFail(v), on_fail, judge);
+      b_.SetInsertPoint(on_fail);
+      b_.CreateStore(b_.getInt32(1), b_.CreateStructGEP(value_ty_, failed, 0));
+      b_.CreateBr(next);
+      b_.SetInsertPoint(judge);
+      llvm::Value* t = IsTrue(v);
+      b_.CreateCondBr(decisive ? t : b_.CreateNot(t), settle, next);
+      b_.SetInsertPoint(settle);
+      StoreBool(out, b_.getInt1(decisive));
+      b_.CreateBr(done);
+      b_.SetInsertPoint(next);
+    }
+    llvm::Value* f = b_.CreateICmpNE(TagOf(failed), b_.getInt32(0));
+    auto* fail = Block("logic.failed");
+    auto* plain = Block("logic.plain");
+    b_.CreateCondBr(f, fail, plain);
+    b_.SetInsertPoint(fail);
+    Store(out, abi::kFail);
+    b_.CreateBr(done);
+    b_.SetInsertPoint(plain);
+    StoreBool(out, b_.getInt1(!decisive));
+    b_.CreateBr(done);
+    b_.SetInsertPoint(done);
+  }
+
+  void EmitQuant(const Expr& e, llvm::Value* out) {
+    const bool all = e.bool_value;
+    auto* done = Block("quant.done");
+    llvm::Value* list = Slot("list");
+    Emit(*e.children[0], list);
+    FailIf(list, out, done);
+    llvm::Value* n = b_.CreateCall(helpers_.at("kt_rt_list_len"), {frame_, list}, "n");
+    llvm::Value* failed = Slot("qfailed");
+    b_.CreateStore(b_.getInt32(0), b_.CreateStructGEP(value_ty_, failed, 0));
+    llvm::BasicBlock* pre = b_.GetInsertBlock();
+    auto* head = Block("quant.head");
+    auto* body = Block("quant.body");
+    auto* latch = Block("quant.latch");
+    auto* exit = Block("quant.exit");
+    b_.CreateBr(head);
+    b_.SetInsertPoint(head);
+    llvm::PHINode* i = b_.CreatePHI(i64_, 2, "i");
+    i->addIncoming(b_.getInt64(0), pre);
+    b_.CreateCondBr(b_.CreateICmpSLT(i, n), body, exit);
+    b_.SetInsertPoint(body);
+    llvm::Value* item = Slot(e.text);
+    b_.CreateCall(helpers_.at("kt_rt_list_at"), {frame_, item, list, i});
+    vars_.emplace_back(e.text, item);
+    llvm::Value* v = Slot();
+    Emit(*e.children[1], v);
+    vars_.pop_back();
+    auto* on_fail = Block("quant.fail");
+    auto* judge = Block("quant.judge");
+    auto* settle = Block("quant.settle");
+    b_.CreateCondBr(IsFail(v), on_fail, judge);
+    b_.SetInsertPoint(on_fail);
+    b_.CreateStore(b_.getInt32(1), b_.CreateStructGEP(value_ty_, failed, 0));
+    b_.CreateBr(latch);
+    b_.SetInsertPoint(judge);
+    llvm::Value* t = IsTrue(v);
+    b_.CreateCondBr(all ? b_.CreateNot(t) : t, settle, latch);
+    b_.SetInsertPoint(settle);
+    StoreBool(out, b_.getInt1(!all));
+    b_.CreateBr(done);
+    b_.SetInsertPoint(latch);
+    i->addIncoming(b_.CreateAdd(i, b_.getInt64(1)), latch);
+    b_.CreateBr(head);
+    b_.SetInsertPoint(exit);
+    auto* fail = Block("quant.failed");
+    auto* plain = Block("quant.plain");
+    b_.CreateCondBr(b_.CreateICmpNE(TagOf(failed), b_.getInt32(0)), fail, plain);
+    b_.SetInsertPoint(fail);
+    Store(out, abi::kFail);
+    b_.CreateBr(done);
+    b_.SetInsertPoint(plain);
+    StoreBool(out, b_.getInt1(all));
+    b_.CreateBr(done);
+    b_.SetInsertPoint(done);
+  }
+
+  // A text span of the view (`source`, `correlation_id`).
+  void EmitViewStr(std::size_t offset, llvm::Value* out) {
+    llvm::Value* at = b_.CreateConstGEP1_64(i8_, view_, offset);
+    llvm::Value* data = b_.CreateLoad(i64_, at);
+    llvm::Value* size = b_.CreateLoad(i64_, b_.CreateConstGEP1_64(i8_, at, sizeof(const char*)));
+    Store(out, abi::kStr, data, size);
+  }
+
+  void Emit(const Expr& e, llvm::Value* out) {
+    switch (e.kind) {
+      case ExprKind::kInt:
+      case ExprKind::kDuration:
+        Store(out, abi::kInt, b_.getInt64(static_cast<uint64_t>(e.int_value)));
+        return;
+      case ExprKind::kFloat: {
+        uint64_t bits;
+        std::memcpy(&bits, &e.float_value, sizeof bits);
+        Store(out, abi::kFloat, b_.getInt64(bits));
+        return;
+      }
+      case ExprKind::kBool:
+        Store(out, abi::kBool, b_.getInt64(e.bool_value ? 1 : 0));
+        return;
+      case ExprKind::kString:
+        Store(out, abi::kStr, b_.CreatePtrToInt(StringConstant(e.text), i64_),
+              b_.getInt64(e.text.size()));
+        return;
+      case ExprKind::kParen:
+        Emit(*e.children[0], out);
+        return;
+      case ExprKind::kName: {
+        for (auto it = vars_.rbegin(); it != vars_.rend(); ++it) {
+          if (it->first == e.text) {
+            Copy(out, it->second);
+            return;
+          }
+        }
+        if (const LetDecl* let = LetOf(e)) {
+          Emit(*let->value, out);
+          return;
+        }
+        llvm::Value* view = b_.CreatePtrToInt(view_, i64_);
+        if (e.text == "input") {
+          Store(out, abi::kRequest, view);
+        } else if (e.text == "tool") {
+          Store(out, abi::kTool, view);
+        } else if (e.text == "output") {
+          Store(out, abi::kOutput, view);
+        } else if (e.text == "source") {
+          EmitViewStr(offsetof(abi::RequestView, source), out);
+        } else if (e.text == "correlation_id") {
+          EmitViewStr(offsetof(abi::RequestView, correlation_id), out);
+        } else {
+          Store(out, abi::kNull);
+        }
+        return;
+      }
+      case ExprKind::kField: {
+        if (const LetDecl* let = LetOf(e)) {
+          Emit(*let->value, out);
+          return;
+        }
+        llvm::Value* base = Slot("base");
+        Emit(*e.children[0], base);
+        // The name goes along with its number: on a JSON value (`tool.args.name`)
+        // the member is looked up by its text.
+        abi::Field field = FieldId(e.text);
+        llvm::Value* key = StringConstant(e.text);
+        b_.CreateCall(helpers_.at("kt_rt_field"),
+                      {frame_, out, base, b_.getInt32(field), key, b_.getInt64(e.text.size()),
+                       b_.getInt32(ZeroOf(e))});
+        return;
+      }
+      case ExprKind::kIndex: {
+        llvm::Value* base = Slot("base");
+        llvm::Value* index = Slot("index");
+        Emit(*e.children[0], base);
+        Emit(*e.children[1], index);
+        b_.CreateCall(helpers_.at("kt_rt_index"), {frame_, out, base, index, b_.getInt32(ZeroOf(e))});
+        return;
+      }
+      case ExprKind::kCast: {
+        llvm::Value* v = Slot();
+        Emit(*e.children[0], v);
+        uint32_t target = e.text == "string" ? 0 : e.text == "int" ? 1 : e.text == "float" ? 2
+                          : e.text == "bool"     ? 3
+                                                 : 4;
+        b_.CreateCall(helpers_.at("kt_rt_cast"), {frame_, out, v, b_.getInt32(target)});
+        return;
+      }
+      case ExprKind::kNeg: {
+        llvm::Value* v = Slot();
+        Emit(*e.children[0], v);
+        b_.CreateCall(helpers_.at("kt_rt_neg"), {frame_, out, v});
+        return;
+      }
+      case ExprKind::kCoalesce: {
+        auto* done = Block("coalesce.done");
+        for (const ExprPtr& c : e.children) {
+          llvm::Value* v = Slot();
+          Emit(*c, v);
+          auto* take = Block("coalesce.take");
+          auto* next = Block("coalesce.next");
+          llvm::Value* tag = TagOf(v);
+          b_.CreateCondBr(b_.CreateICmpNE(tag, b_.getInt32(abi::kNull)), take, next);
+          b_.SetInsertPoint(take);
+          Copy(out, v);  // a value, or kFail, which ends it too
+          b_.CreateBr(done);
+          b_.SetInsertPoint(next);
+        }
+        Store(out, abi::kNull);
+        b_.CreateBr(done);
+        b_.SetInsertPoint(done);
+        return;
+      }
+      case ExprKind::kCompare:
+      case ExprKind::kIn: {
+        auto* done = Block("cmp.done");
+        llvm::Value* l = Slot("l");
+        llvm::Value* r = Slot("r");
+        Emit(*e.children[0], l);
+        Emit(*e.children[1], r);
+        FailIf(l, out, done);
+        FailIf(r, out, done);
+        llvm::Value* res;
+        if (e.kind == ExprKind::kIn) {
+          res = b_.CreateCall(helpers_.at("kt_rt_in"), {frame_, l, r});
+          if (e.bool_value) res = b_.CreateXor(res, b_.getInt32(1));
+        } else {
+          static const std::map<std::string, uint32_t> kOps = {
+              {"==", 0}, {"!=", 1}, {"<", 2}, {"<=", 3}, {">", 4}, {">=", 5}};
+          res = b_.CreateCall(helpers_.at("kt_rt_compare"), {frame_, l, r, b_.getInt32(kOps.at(e.text))});
+        }
+        Store(out, abi::kBool, b_.CreateZExt(res, i64_));
+        b_.CreateBr(done);
+        b_.SetInsertPoint(done);
+        return;
+      }
+      case ExprKind::kMatch: {
+        auto* done = Block("match.done");
+        llvm::Value* l = Slot("subject");
+        Emit(*e.children[0], l);
+        FailIf(l, out, done);
+        llvm::Value* res;
+        if (e.text == "matches" || e.text == "fullmatches") {
+          bool found = false;
+          uint32_t set = SetIndex(*e.children[1], &found);
+          if (!found) {
+            Store(out, abi::kFail);
+            b_.CreateBr(done);
+            b_.SetInsertPoint(done);
+            return;
+          }
+          res = b_.CreateCall(helpers_.at("kt_rt_match"),
+                              {frame_, l, b_.getInt32(set), b_.getInt32(e.text == "fullmatches")});
+        } else {
+          llvm::Value* r = Slot("needle");
+          Emit(*e.children[1], r);
+          FailIf(r, out, done);
+          uint32_t op = e.text == "contains" ? 0 : e.text == "startswith" ? 1 : 2;
+          res = b_.CreateCall(helpers_.at("kt_rt_text_op"), {frame_, l, r, b_.getInt32(op)});
+        }
+        Store(out, abi::kBool, b_.CreateZExt(res, i64_));
+        b_.CreateBr(done);
+        b_.SetInsertPoint(done);
+        return;
+      }
+      case ExprKind::kNot: {
+        auto* done = Block("not.done");
+        llvm::Value* v = Slot();
+        Emit(*e.children[0], v);
+        FailIf(v, out, done);
+        StoreBool(out, b_.CreateNot(IsTrue(v)));
+        b_.CreateBr(done);
+        b_.SetInsertPoint(done);
+        return;
+      }
+      case ExprKind::kAnd:
+      case ExprKind::kOr:
+        EmitBinaryLogic(e, out);
+        return;
+      case ExprKind::kQuant:
+        EmitQuant(e, out);
+        return;
+      case ExprKind::kList: {
+        auto* done = Block("list.done");
+        const uint64_t n = e.children.size();
+        llvm::Value* items;
+        {
+          llvm::IRBuilder<> eb(entry_, entry_->begin());
+          items = eb.CreateAlloca(value_ty_, eb.getInt64(std::max<uint64_t>(n, 1)), "items");
+        }
+        for (uint64_t k = 0; k < n; ++k) {
+          llvm::Value* slot = b_.CreateConstGEP1_64(value_ty_, items, k);
+          Emit(*e.children[k], slot);
+          FailIf(slot, out, done);
+        }
+        Store(out, abi::kValues, b_.CreatePtrToInt(items, i64_), b_.getInt64(n));
+        b_.CreateBr(done);
+        b_.SetInsertPoint(done);
+        return;
+      }
+      case ExprKind::kCall: {
+        auto* done = Block("call.done");
+        if (e.text == "count") {
+          const Expr& in = *e.children[0];
+          llvm::Value* subject = Slot("subject");
+          Emit(*in.children[1], subject);
+          FailIf(subject, out, done);
+          bool found = false;
+          uint32_t set = SetIndex(*in.children[0], &found);
+          if (found) {
+            b_.CreateCall(helpers_.at("kt_rt_count"), {frame_, out, subject, b_.getInt32(set)});
+          } else {
+            Store(out, abi::kFail);
+          }
+          b_.CreateBr(done);
+          b_.SetInsertPoint(done);
+          return;
+        }
+        const char* helper = HelperForBuiltin(e.text);
+        std::vector<llvm::Value*> args = {frame_, out};
+        for (const ExprPtr& c : e.children) {
+          llvm::Value* v = Slot("arg");
+          Emit(*c, v);
+          FailIf(v, out, done);
+          args.push_back(v);
+        }
+        llvm::Function* fn = helper == nullptr ? nullptr : helpers_.at(helper);
+        if (fn != nullptr && fn->arg_size() == args.size()) {
+          b_.CreateCall(fn, args);
+        } else {
+          Store(out, abi::kNull);  // `words` and `env` are not values here
+        }
+        b_.CreateBr(done);
+        b_.SetInsertPoint(done);
+        return;
+      }
+      default:
+        // Patterns as values (`"x"i`, `/re/`, unions) and object literals.
+        Store(out, abi::kNull);
+        return;
+    }
+  }
+
+  const Resolution& res_;
+  llvm::Module& m_;
+  llvm::LLVMContext& ctx_;
+  llvm::IRBuilder<> b_;
+  std::vector<const std::vector<const RegexNode*>*>& set_trees_;
+  llvm::Type* i8_;
+  llvm::IntegerType* i32_;
+  llvm::IntegerType* i64_;
+  llvm::PointerType* ptr_;
+  llvm::StructType* value_ty_;
+  std::map<std::string, llvm::Function*> helpers_;
+  std::map<std::string, llvm::Constant*> strings_;
+  llvm::Function* fn_ = nullptr;
+  llvm::Value* frame_ = nullptr;
+  llvm::Value* view_ = nullptr;
+  llvm::BasicBlock* entry_ = nullptr;
+  std::vector<std::pair<std::string, llvm::Value*>> vars_;
+};
+
+double MsSince(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+}
+
+std::string Hex(const std::array<uint8_t, 32>& digest, std::size_t bytes) {
+  static const char* kDigits = "0123456789abcdef";
+  std::string out;
+  for (std::size_t i = 0; i < bytes; ++i) {
+    out += kDigits[digest[i] >> 4];
+    out += kDigits[digest[i] & 15];
+  }
+  return out;
+}
+
+// Optimises the module and emits a relocatable object (position-independent,
+// so it links wherever the JIT maps it, in this process or a later one).
+bool CompileObject(llvm::Module* module, llvm::TargetMachine* tm, std::string* object,
+                   std::string* error) {
+  llvm::LoopAnalysisManager lam;
+  llvm::FunctionAnalysisManager fam;
+  llvm::CGSCCAnalysisManager cgam;
+  llvm::ModuleAnalysisManager mam;
+  llvm::PassBuilder pb(tm);
+  pb.registerModuleAnalyses(mam);
+  pb.registerCGSCCAnalyses(cgam);
+  pb.registerFunctionAnalyses(fam);
+  pb.registerLoopAnalyses(lam);
+  pb.crossRegisterProxies(lam, fam, cgam, mam);
+  llvm::ModulePassManager mpm = pb.buildPerModuleDefaultPipeline(llvm::OptimizationLevel::O2);
+  mpm.run(*module, mam);
+
+  llvm::SmallVector<char, 0> buffer;
+  llvm::raw_svector_ostream os(buffer);
+  llvm::legacy::PassManager pm;
+  if (tm->addPassesToEmitFile(pm, os, nullptr, llvm::CodeGenFileType::ObjectFile)) {
+    *error = "the target cannot emit object files";
+    return false;
+  }
+  pm.run(*module);
+  object->assign(buffer.begin(), buffer.end());
+  return true;
+}
+
+bool ReadFile(const fs::path& path, std::string* out) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return false;
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  *out = ss.str();
+  return static_cast<bool>(in) || in.eof();
+}
+
+// Writes atomically: a concurrent reader sees the old file or the new one.
+bool WriteFile(const fs::path& path, const std::string& data, std::string* error) {
+  std::error_code ec;
+  fs::create_directories(path.parent_path(), ec);
+  if (ec) {
+    *error = "cannot create " + path.parent_path().string() + ": " + ec.message();
+    return false;
+  }
+  fs::path tmp = path;
+  tmp += ".tmp" + std::to_string(::getpid());
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    out.write(data.data(), static_cast<std::streamsize>(data.size()));
+    if (!out) {
+      *error = "cannot write " + tmp.string();
+      return false;
+    }
+  }
+  fs::rename(tmp, path, ec);
+  if (ec) {
+    *error = "cannot rename into " + path.string() + ": " + ec.message();
+    fs::remove(tmp, ec);
+    return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+PolicyProgram::~PolicyProgram() = default;
+
+std::unique_ptr<PolicyProgram> PolicyProgram::Build(const Program& program,
+                                                    const Resolution& resolution,
+                                                    KtMatcher* matcher,
+                                                    const ProgramOptions& options,
+                                                    std::string* error) {
+  static const bool targets = [] {
+    llvm::InitializeNativeTarget();
+    llvm::InitializeNativeTargetAsmPrinter();
+    return true;
+  }();
+  (void)targets;
+  std::unique_ptr<PolicyProgram> p(new PolicyProgram());
+  auto t0 = std::chrono::steady_clock::now();
+  {
+    Evaluator order(program, resolution, Options(), matcher);
+    for (std::size_t s = 0; s < kStageNames.size(); ++s) {
+      p->rules_[s] = order.PoliciesOn(kStageNames[s], nullptr);
+    }
+  }
+
+  auto jtmb = llvm::orc::JITTargetMachineBuilder::detectHost();
+  if (!jtmb) {
+    *error = llvm::toString(jtmb.takeError());
+    return nullptr;
+  }
+  jtmb->setRelocationModel(llvm::Reloc::PIC_);
+  jtmb->setCodeModel(llvm::CodeModel::Small);
+  jtmb->setCodeGenOptLevel(llvm::CodeGenOptLevel::Default);
+  auto tm = jtmb->createTargetMachine();
+  if (!tm) {
+    *error = llvm::toString(tm.takeError());
+    return nullptr;
+  }
+
+  llvm::LLVMContext ctx;
+  auto module = std::make_unique<llvm::Module>("kt_policies", ctx);
+  module->setDataLayout((*tm)->createDataLayout());
+  module->setTargetTriple((*tm)->getTargetTriple().str());
+  std::vector<const std::vector<const RegexNode*>*> set_trees;
+  Codegen cg(resolution, module.get(), &set_trees);
+  for (std::size_t s = 0; s < kStageNames.size(); ++s) cg.EmitStage(static_cast<int>(s), p->rules_[s]);
+  std::string verify_errors;
+  llvm::raw_string_ostream verify_out(verify_errors);
+  if (llvm::verifyModule(*module, &verify_out)) {
+    *error = "generated policy IR does not verify: " + verify_errors;
+    return nullptr;
+  }
+  {
+    llvm::raw_string_ostream ir_out(p->ir_);
+    module->print(ir_out, nullptr);
+  }
+  p->stats_.codegen_ms = MsSince(t0);
+
+  // The cache key: everything the object depends on.
+  std::string keyed = p->ir_;
+  keyed += "\ntarget=" + (*tm)->getTargetTriple().str() + " cpu=" + (*tm)->getTargetCPU().str() +
+           " features=" + (*tm)->getTargetFeatureString().str() + " llvm=" LLVM_VERSION_STRING +
+           " abi=" + std::to_string(abi::kAbiVersion);
+  p->stats_.cache_key =
+      Hex(llvm::SHA256::hash(llvm::ArrayRef<uint8_t>(
+              reinterpret_cast<const uint8_t*>(keyed.data()), keyed.size())),
+          16);
+  fs::path cached;
+  std::string object;
+  if (!options.cache_dir.empty()) {
+    cached = fs::path(options.cache_dir) / (p->stats_.cache_key + ".o");
+    p->stats_.from_cache = ReadFile(cached, &object) && !object.empty();
+  }
+
+  auto link = [&]() -> bool {
+    auto t = std::chrono::steady_clock::now();
+    std::string why;
+    p->object_ = NativeObject::Load(object, HelperSymbols(), &why);
+    for (std::size_t s = 0; p->object_ != nullptr && s < kStageNames.size(); ++s) {
+      const void* fn = p->object_->Lookup(std::string("kt_stage_") + kStageNames[s], &why);
+      if (fn == nullptr) p->object_.reset();
+      p->entries_[s] = reinterpret_cast<abi::StageFn>(const_cast<void*>(fn));
+    }
+    p->stats_.link_ms = MsSince(t);
+    if (p->object_ == nullptr) *error = "linking the policy program failed: " + why;
+    return p->object_ != nullptr;
+  };
+
+  bool linked = false;
+  if (p->stats_.from_cache) {
+    linked = link();
+    if (!linked) {
+      // A damaged cache entry is recompiled and replaced, never trusted.
+      p->stats_.cache_error = *error;
+      p->stats_.from_cache = false;
+    }
+  }
+  if (!linked) {
+    auto t = std::chrono::steady_clock::now();
+    if (!CompileObject(module.get(), tm->get(), &object, error)) return nullptr;
+    p->stats_.compile_ms = MsSince(t);
+    if (!cached.empty()) {
+      std::string why;
+      if (!WriteFile(cached, object, &why)) p->stats_.cache_error = why;
+    }
+    if (!link()) return nullptr;
+  }
+
+  // The pattern sets the program scans with. One that cannot be built is an
+  // evaluation error when a rule needs it (fail closed), as in the
+  // interpreter.
+  for (const auto* trees : set_trees) {
+    try {
+      p->sets_.push_back(&matcher->Set(*trees));
+      p->set_errors_.emplace_back();
+    } catch (const EvaluationError& e) {
+      p->sets_.push_back(nullptr);
+      p->set_errors_.emplace_back(e.what());
+    }
+  }
+  return p;
+}
+
+}  // namespace kt::internal
