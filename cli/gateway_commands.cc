@@ -1,6 +1,8 @@
 // `kt gateway run`: the gateway's command line.
 #include <cstdlib>
 #include <iostream>
+#include <memory>
+#include <optional>
 #include <string>
 
 #include "cli/commands.h"
@@ -53,7 +55,14 @@ void AddGatewayCommands(CLI::App* app, CommonOptions* common, int* exit_code) {
                   "accept POST /admin/reload from anywhere with this bearer token "
                   "(default: $KT_ADMIN_TOKEN; without one, loopback only)");
   run->add_option("--stdlib", common->stdlib, "directory that contains std/ (default: built in)");
-  run->callback([options, fail_mode, common, exit_code] {
+  auto cache_dir = std::make_shared<std::optional<std::string>>();
+  run->add_option("--cache-dir", *cache_dir,
+                  "object cache of compiled policy programs (default: $KT_CACHE_DIR, "
+                  "$XDG_CACHE_HOME/kt or ~/.cache/kt; empty: none)");
+  run->add_flag("--interpret", options->interpret,
+                "evaluate conditions with the AST interpreter instead of native code");
+  run->callback([options, fail_mode, common, exit_code, cache_dir] {
+    options->object_cache_dir = cache_dir->has_value() ? **cache_dir : DefaultObjectCacheDir();
     options->fail_open = *fail_mode == "allow";
     options->stdlib_paths = StdlibPaths(common->stdlib);
     if (options->upstream_api_key.empty()) {

@@ -43,6 +43,12 @@ void AddLimitFlags(CLI::App* cmd, CommonOptions* common) {
   cmd->add_option("--dfa-budget", common->compiler.dfa_memory_budget,
                   "largest transition table of one pattern DFA, in bytes")
       ->capture_default_str();
+  common->compiler.object_cache_dir = DefaultObjectCacheDir();
+  cmd->add_option("--cache-dir", common->compiler.object_cache_dir,
+                  "object cache of compiled policy programs (default: $KT_CACHE_DIR, "
+                  "$XDG_CACHE_HOME/kt or ~/.cache/kt; empty: none)");
+  cmd->add_flag("--interpret", [common](std::int64_t) { common->compiler.native = false; },
+                "evaluate conditions with the AST interpreter instead of native code");
 }
 
 int RunLint(const std::vector<std::string>& paths, const std::string& format, bool strict,

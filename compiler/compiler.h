@@ -82,7 +82,17 @@ struct Options {
   // A pattern set that would need more runs on a lazy DFA, built while
   // scanning (reported as W0506). Default 8 MiB.
   std::size_t dfa_memory_budget = 8u << 20;
+  // Evaluate with the policy program compiled to native code (LLVM ORC);
+  // false: walk the checked AST (the interpreter, same semantics).
+  bool native = true;
+  // Where compiled policy programs are cached (see DefaultObjectCacheDir);
+  // empty: no cache, every load compiles.
+  std::string object_cache_dir;
 };
+
+// The object cache directory unless told otherwise: $KT_CACHE_DIR when set
+// (set and empty: no cache), else $XDG_CACHE_HOME/kt, else ~/.cache/kt.
+std::string DefaultObjectCacheDir();
 
 // Owns the text of every file a run has read, for rendering diagnostics.
 class SourceMap {
@@ -156,8 +166,8 @@ struct ExplainResult {
   std::string pir;                   // printed IR
   std::vector<PatternSetReport> sets;
   std::vector<std::string> ir_problems;  // from the IR verifier; empty unless kt has a bug
-  // With `llvm`: the LLVM IR of every pattern set's JIT-compiled scan loop,
-  // per stage and set. (Conditions are interpreted; patterns are native.)
+  // With `llvm`: the LLVM IR of the policy program (one entry point per
+  // stage), then of every pattern set's JIT-compiled scan loop.
   std::string llvm;
 };
 ExplainResult Explain(const std::vector<std::string>& files, const Options& options,
@@ -344,6 +354,19 @@ class PolicyEngine {
 
   const std::vector<ProviderConfig>& providers() const;
   std::size_t policy_count() const;
+  // How the policy set was compiled: native code (and whether the object
+  // cache served it), or the interpreter, and why.
+  struct ProgramInfo {
+    bool native = false;
+    bool from_cache = false;
+    double load_ms = 0;     // all of Load: parse, check, patterns, program
+    double codegen_ms = 0;  // AST -> LLVM IR
+    double compile_ms = 0;  // optimisation + object emission (0 from the cache)
+    double link_ms = 0;
+    std::string cache_key;
+    std::string note;  // why the interpreter runs, or a cache problem
+  };
+  const ProgramInfo& program_info() const;
   // A content hash of every loaded source: names the policy-set version.
   const std::string& version() const;
   bool has_stage(std::string_view stage) const;

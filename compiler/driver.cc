@@ -1,6 +1,7 @@
 // The compiler driver: file discovery, module loading and import resolution,
 // then the checker. Implements the facade's `Lint`.
 #include <algorithm>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -8,6 +9,7 @@
 #include "compiler/compiler.h"
 #include "compiler/internal/automata.h"
 #include "compiler/internal/checker.h"
+#include "compiler/internal/codegen.h"
 #include "compiler/internal/driver.h"
 #include "compiler/internal/pir.h"
 #include "compiler/internal/test_runner.h"
@@ -242,9 +244,11 @@ struct LoadedFiles {
 
 LintResult Finish(internal::Program* program, internal::DiagnosticSink* sink,
                   const std::vector<std::string>& files, const Options& options,
-                  std::shared_ptr<internal::PirProgram>* pir = nullptr) {
+                  std::shared_ptr<internal::PirProgram>* pir = nullptr,
+                  std::shared_ptr<internal::Resolution>* resolution = nullptr) {
   internal::CheckResult checked = internal::CheckProgram(program, options, sink, pir != nullptr);
   if (pir != nullptr) *pir = checked.pir;
+  if (resolution != nullptr) *resolution = checked.resolution;
   LintResult result;
   result.files = files;
   result.policies = std::move(checked.policies);
@@ -258,6 +262,17 @@ LintResult Finish(internal::Program* program, internal::DiagnosticSink* sink,
 }
 
 }  // namespace
+
+std::string DefaultObjectCacheDir() {
+  if (const char* dir = std::getenv("KT_CACHE_DIR")) return dir;
+  if (const char* xdg = std::getenv("XDG_CACHE_HOME"); xdg != nullptr && *xdg != 0) {
+    return std::string(xdg) + "/kt";
+  }
+  if (const char* home = std::getenv("HOME"); home != nullptr && *home != 0) {
+    return std::string(home) + "/.cache/kt";
+  }
+  return "";
+}
 
 LintResult Lint(const std::vector<std::string>& files, const Options& options,
                 SourceMap* sources) {
@@ -274,7 +289,8 @@ ExplainResult Explain(const std::vector<std::string>& files, const Options& opti
   internal::Program& program = loaded.program;
   ExplainResult result;
   std::shared_ptr<internal::PirProgram> pir;
-  result.lint = Finish(&program, &sink, files, options, &pir);
+  std::shared_ptr<internal::Resolution> program_resolution;
+  result.lint = Finish(&program, &sink, files, options, &pir, &program_resolution);
   if (pir == nullptr || result.lint.error_count > 0) return result;
   result.ir_problems = internal::VerifyPir(*pir);
   internal::AutomataLimits limits;
@@ -310,6 +326,16 @@ ExplainResult Explain(const std::vector<std::string>& files, const Options& opti
     }
   }
   result.pir = internal::PrintPir(*pir);
+  if (llvm) {
+    // The policy program first: the code every request runs.
+    internal::KtMatcher matcher(options, /*jit=*/true);
+    std::string error;
+    auto code = internal::PolicyProgram::Build(program, *program_resolution, &matcher,
+                                               internal::ProgramOptions(), &error);
+    result.llvm = "; ---- policy program\n" +
+                  (code != nullptr ? code->ir() : "; code generation failed: " + error + "\n") +
+                  result.llvm;
+  }
   return result;
 }
 
@@ -398,7 +424,27 @@ TestRun RunPolicyTests(const std::vector<std::string>& files, const Options& opt
     }
     return run;
   }
-  TestRun tests = internal::RunTests(loaded.program, *checked.resolution, options, *sources);
+  // The tests run on the engine the gateway runs: the compiled program.
+  internal::KtMatcher matcher(options, /*jit=*/true);
+  std::unique_ptr<internal::PolicyProgram> code;
+  if (options.native) {
+    internal::ProgramOptions po;
+    po.cache_dir = options.object_cache_dir;
+    std::string error;
+    code = internal::PolicyProgram::Build(loaded.program, *checked.resolution, &matcher, po, &error);
+    if (code == nullptr) {
+      Diagnostic d;
+      d.severity = Severity::kError;
+      d.code = "E0406";
+      d.message = "the policy program could not be compiled: " + error;
+      run.lint.files = files;
+      run.lint.diagnostics.push_back(d);
+      run.lint.error_count = 1;
+      return run;
+    }
+  }
+  TestRun tests = internal::RunTests(loaded.program, *checked.resolution, options, *sources,
+                                     code != nullptr ? &matcher : nullptr, code.get());
   tests.lint.files = files;
   tests.lint.policies = std::move(checked.policies);
   return tests;

@@ -1,11 +1,12 @@
 // The policy engine: a checked policy set the gateway evaluates requests,
 // tool calls and (streamed) outputs with.
 //
-// Evaluation runs on the checked AST through the interpreter of
-// internal/test_runner.cc (the same code `kt policy test` runs, so a policy
-// behaves in the gateway exactly as in its tests). Pattern sets are compiled
-// when the engine loads, not on the first request, and shared by all
-// threads.
+// Conditions run as the policy program, compiled to native code when the
+// engine loads (internal/codegen.h; the object cache makes a restart with
+// the same policies skip compilation); the hits are recorded by the same
+// code `kt policy test` runs, so a policy behaves in the gateway exactly as
+// in its tests. Pattern sets are compiled at load too, not on the first
+// request, and shared by all threads.
 //
 // Streams. The output stage of a streamed response is evaluated
 // incrementally: every pattern any output rule uses is merged into one
@@ -19,6 +20,7 @@
 // whose condition reads the output) make the stream hold everything until
 // Finish(), which is the only way to keep their promise.
 #include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <deque>
 #include <functional>
@@ -28,6 +30,7 @@
 #include <nlohmann/json.hpp>
 
 #include "compiler/compiler.h"
+#include "compiler/internal/codegen.h"
 #include "compiler/internal/driver.h"
 #include "compiler/internal/test_runner.h"
 #include "runtime/runtime.h"
@@ -73,7 +76,24 @@ Json PolicyView(const Json& request) {
   for (const char* key : {"temperature", "max_tokens", "stream", "user"}) {
     if (request.contains(key)) view[key] = request[key];
   }
-  if (request.contains("tools") && request["tools"].is_array()) view["tools"] = request["tools"];
+  if (request.contains("tools") && request["tools"].is_array()) {
+    // As the language's ToolDef record: {name, description, parameters},
+    // from the API's {type: "function", function: {...}}.
+    Json tools = Json::array();
+    for (const Json& t : request["tools"]) {
+      const Json& fn = t.is_object() && t.contains("function") && t["function"].is_object()
+                           ? t["function"]
+                           : t;
+      Json v = Json::object();
+      if (fn.is_object()) {
+        for (const char* key : {"name", "description", "parameters"}) {
+          if (fn.contains(key)) v[key] = fn[key];
+        }
+      }
+      tools.push_back(std::move(v));
+    }
+    view["tools"] = std::move(tools);
+  }
   return view;
 }
 
@@ -181,6 +201,8 @@ struct PolicyEngine::Impl {
   internal::CheckedSet set;
   std::unique_ptr<internal::KtMatcher> matcher;
   std::unique_ptr<internal::Evaluator> evaluator;
+  std::unique_ptr<internal::PolicyProgram> code;  // null: the interpreter runs
+  ProgramInfo info;
   std::vector<ProviderConfig> providers;
   std::vector<LimitConfig> limits;
   std::vector<const internal::LimitDecl*> limit_decls;  // parallel to limits
@@ -282,6 +304,7 @@ PolicyEngine::~PolicyEngine() = default;
 std::shared_ptr<const PolicyEngine> PolicyEngine::Load(const std::vector<std::string>& files,
                                                        const Options& options, SourceMap* sources,
                                                        LintResult* lint) {
+  auto t0 = std::chrono::steady_clock::now();
   std::shared_ptr<PolicyEngine> engine(new PolicyEngine());
   engine->impl_ = std::make_unique<Impl>();
   Impl& im = *engine->impl_;
@@ -442,6 +465,32 @@ std::shared_ptr<const PolicyEngine> PolicyEngine::Load(const std::vector<std::st
     ++lint->error_count;
     return nullptr;
   }
+
+  // The policy program. Should code generation fail (it should not), the
+  // interpreter evaluates instead: the same decisions, slower, and said so.
+  if (im.options.native) {
+    internal::ProgramOptions po;
+    po.cache_dir = im.options.object_cache_dir;
+    std::string error;
+    im.code = internal::PolicyProgram::Build(*im.set.program, res, im.matcher.get(), po, &error);
+    if (im.code != nullptr) {
+      const internal::ProgramStats& st = im.code->stats();
+      im.info.native = true;
+      im.info.from_cache = st.from_cache;
+      im.info.codegen_ms = st.codegen_ms;
+      im.info.compile_ms = st.compile_ms;
+      im.info.link_ms = st.link_ms;
+      im.info.cache_key = st.cache_key;
+      im.info.note = st.cache_error;
+      im.evaluator->set_program(im.code.get());
+    } else {
+      im.info.note = "code generation failed, interpreting: " + error;
+    }
+  } else {
+    im.info.note = "interpreter (native code disabled)";
+  }
+  im.info.load_ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   return engine;
 }
 
@@ -457,6 +506,7 @@ Decision PolicyEngine::EvaluateInput(const Json& request, const EvalContext& ctx
   if (forward == nullptr || d.blocked) return d;
   // Rewrite only the messages a redaction changed, keeping their shape:
   // a list of parts keeps its non-text parts.
+  if (!out.redacted) return d;
   const Json& before = in.request["messages"];
   const Json& after = out.request["messages"];
   for (std::size_t i = 0; i < before.size() && i < after.size(); ++i) {
@@ -508,7 +558,7 @@ Decision PolicyEngine::EvaluateOutput(const Json& request, std::string* text,
   internal::Evaluator::Outcome out;
   Decision d;
   if (!im.Run(in, &out, &d)) return d;
-  if (!d.blocked) *text = out.output.value("text", *text);
+  if (!d.blocked && out.redacted) *text = out.output.value("text", *text);
   return d;
 }
 
@@ -545,6 +595,7 @@ bool PolicyEngine::LimitsFor(const Json& request, const EvalContext& ctx,
 
 const std::vector<LimitConfig>& PolicyEngine::limits() const { return impl_->limits; }
 const std::vector<ProviderConfig>& PolicyEngine::providers() const { return impl_->providers; }
+const PolicyEngine::ProgramInfo& PolicyEngine::program_info() const { return impl_->info; }
 std::size_t PolicyEngine::policy_count() const { return impl_->policy_count; }
 const std::string& PolicyEngine::version() const { return impl_->version; }
 bool PolicyEngine::has_stage(std::string_view stage) const {
@@ -683,7 +734,7 @@ bool OutputStream::Finish(std::string* release) {
   if (!im.Run(in, &out, &decision_) || decision_.blocked) return false;
   if (im.hold_all) {
     // Everything was held: the whole-text result is exact.
-    release->append(out.output.value("text", raw_));
+    release->append(out.redacted ? out.output.value("text", raw_) : raw_);
     released_ = raw_.size();
     return true;
   }

@@ -27,6 +27,10 @@ struct Options {
   std::string listen = "0.0.0.0:41002";
   std::vector<std::string> policy_paths;  // files or directories of .ktp
   std::vector<std::string> stdlib_paths;
+  // Compiled policy programs are cached here (empty: no cache); with
+  // `interpret`, conditions are walked by the AST interpreter instead.
+  std::string object_cache_dir;
+  bool interpret = false;
   // Sends every model to this OpenAI-compatible base URL, ahead of the
   // policy set's providers.
   std::string upstream;

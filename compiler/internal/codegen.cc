@@ -159,7 +159,7 @@ class Codegen {
     b_.SetInsertPoint(first);
     for (std::size_t i = 0; i < rules.size(); ++i) {
       const PolicyDecl& p = *rules[i];
-      const std::string tag = "r" + std::to_string(i);
+      const std::string tag = "r" + std::to_string(i) + "." + p.name.value;
       auto* cond = llvm::BasicBlock::Create(ctx_, tag + ".when", fn_);
       auto* fire = llvm::BasicBlock::Create(ctx_, tag + ".fire", fn_);
       auto* next = llvm::BasicBlock::Create(ctx_, tag + ".next", fn_);

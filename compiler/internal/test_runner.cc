@@ -567,8 +567,17 @@ Evaluator::Outcome Evaluator::Evaluate(const StageInput& in) {
 
 struct RequestEvaluator::Impl {
   Impl(const Program& program, const Resolution& resolution, const Options& options)
-      : ev(program, resolution, options) {}
+      : matcher(options, /*jit=*/true), ev(program, resolution, options, &matcher) {
+    if (!options.native) return;
+    ProgramOptions po;
+    po.cache_dir = options.object_cache_dir;
+    code = PolicyProgram::Build(program, resolution, &matcher, po, &build_error);
+    ev.set_program(code.get());
+  }
+  KtMatcher matcher;
   Evaluator ev;
+  std::unique_ptr<PolicyProgram> code;
+  std::string build_error;
 };
 
 RequestEvaluator::RequestEvaluator(const Program& program, const Resolution& resolution,
@@ -578,6 +587,10 @@ RequestEvaluator::~RequestEvaluator() = default;
 
 std::string RequestEvaluator::Evaluate(const std::string& stage, const std::string& body,
                                        std::string* error) {
+  if (!impl_->build_error.empty()) {
+    *error = "the policy program could not be compiled: " + impl_->build_error;
+    return {};
+  }
   // A body of the wrong shape (a number where text belongs, say) is the
   // caller's error, reported, never a crash.
   try {

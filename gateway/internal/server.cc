@@ -541,6 +541,8 @@ std::shared_ptr<PolicyState> LoadState(const Options& options, const PolicyState
                                        std::string* error) {
   kt::Options compile;
   compile.stdlib_paths = options.stdlib_paths;
+  compile.object_cache_dir = options.object_cache_dir;
+  compile.native = !options.interpret;
   std::vector<Diagnostic> missing;
   std::vector<std::string> files;
   for (std::string& f : CollectPolicyFiles(options.policy_paths, &missing)) {
