@@ -69,11 +69,14 @@ Json PolicyView(const Json& request) {
       v["role"] = m.contains("role") && m["role"].is_string() ? m["role"] : Json("");
       v["content"] = m.contains("content") ? TextOf(m["content"]) : "";
       if (m.contains("name") && m["name"].is_string()) v["name"] = m["name"];
+      if (m.contains("tool_call_id") && m["tool_call_id"].is_string()) {
+        v["tool_call_id"] = m["tool_call_id"];
+      }
       messages.push_back(std::move(v));
     }
   }
   view["messages"] = std::move(messages);
-  for (const char* key : {"temperature", "max_tokens", "stream", "user"}) {
+  for (const char* key : {"temperature", "max_tokens", "stream", "user", "metadata"}) {
     if (request.contains(key)) view[key] = request[key];
   }
   if (request.contains("tools") && request["tools"].is_array()) {
@@ -230,14 +233,41 @@ struct PolicyEngine::Impl {
   std::vector<const internal::RegexNode*> hold_trees;  // every output pattern
   const PatternSet* hold_set = nullptr;
 
-  internal::StageInput Input(const std::string& stage, const Json& request,
-                             const EvalContext& ctx) const {
+  // The stage's input. With `borrow` (the caller keeps `request` and `ctx`
+  // alive for the evaluation), nothing is copied when native code evaluates
+  // and the request is already as policies see it (text contents): the
+  // RequestView points into the caller's request.
+  internal::StageInput Input(const std::string& stage, const Json& request, const EvalContext& ctx,
+                             bool borrow = false) const {
     internal::StageInput in;
     in.stage = stage;
-    in.request = PolicyView(request);
-    in.headers = ctx.headers;
-    in.api_key_id = ctx.api_key_id;
+    if (borrow && code != nullptr && IsPolicyShaped(request)) {
+      in.request_ref = &request;
+    } else {
+      in.request = PolicyView(request);
+    }
+    if (borrow) {
+      in.headers_ref = &ctx.headers;
+      in.api_key_ref = &ctx.api_key_id;
+    } else {
+      in.headers = ctx.headers;
+      in.api_key_id = ctx.api_key_id;
+    }
     return in;
+  }
+
+  // Whether the RequestView of `request` equals that of its PolicyView:
+  // every message an object whose content is text (or absent).
+  static bool IsPolicyShaped(const Json& request) {
+    if (!request.is_object()) return false;
+    auto ms = request.find("messages");
+    if (ms == request.end() || !ms->is_array()) return false;
+    for (const Json& m : *ms) {
+      if (!m.is_object()) return false;
+      auto c = m.find("content");
+      if (c != m.end() && !c->is_string() && !c->is_null()) return false;
+    }
+    return true;
   }
 
   // Runs a stage; an evaluation failure is a decision of its own.
@@ -274,7 +304,7 @@ struct PolicyEngine::Impl {
       const Json& args = in.tool.contains("args") ? in.tool["args"] : Json();
       texts.emplace_back("tool.arguments", args.is_null() ? "" : args.dump());
     } else {
-      const Json& messages = in.request["messages"];
+      const Json& messages = in.Request().at("messages");
       for (std::size_t i = 0; i < messages.size(); ++i) {
         const Json& c = messages[i]["content"];
         if (c.is_string())
@@ -500,14 +530,14 @@ Decision PolicyEngine::EvaluateInput(const Json& request, const EvalContext& ctx
   Decision d;
   d.stage = "input";
   if (!im.stages.count("input")) return d;  // nothing to evaluate, nothing to copy
-  internal::StageInput in = im.Input("input", request, ctx);
+  internal::StageInput in = im.Input("input", request, ctx, /*borrow=*/true);
   internal::Evaluator::Outcome out;
   if (!im.Run(in, &out, &d)) return d;
   if (forward == nullptr || d.blocked) return d;
   // Rewrite only the messages a redaction changed, keeping their shape:
   // a list of parts keeps its non-text parts.
   if (!out.redacted) return d;
-  const Json& before = in.request["messages"];
+  const Json& before = in.Request().at("messages");
   const Json& after = out.request["messages"];
   for (std::size_t i = 0; i < before.size() && i < after.size(); ++i) {
     if (before[i]["content"] == after[i]["content"]) continue;
@@ -534,7 +564,7 @@ Decision PolicyEngine::EvaluateToolCall(const Json& request, const std::string& 
                                         int index, const EvalContext& ctx) const {
   const Impl& im = *impl_;
   if (!im.stages.count("tool_call")) return NoPolicies("tool_call");
-  internal::StageInput in = im.Input("tool_call", request, ctx);
+  internal::StageInput in = im.Input("tool_call", request, ctx, /*borrow=*/true);
   // Arguments that are not JSON are null to policies: a policy that needs a
   // field then sees none (and an allowlist on names still applies).
   Json args = Json::parse(arguments.empty() ? "{}" : arguments, nullptr, false);
@@ -551,7 +581,7 @@ Decision PolicyEngine::EvaluateOutput(const Json& request, std::string* text,
                                       const EvalContext& ctx) const {
   const Impl& im = *impl_;
   if (!im.stages.count("output")) return NoPolicies("output");
-  internal::StageInput in = im.Input("output", request, ctx);
+  internal::StageInput in = im.Input("output", request, ctx, /*borrow=*/true);
   in.output = {{"text", *text},
                {"finish_reason", finish_reason.empty() ? Json(nullptr) : Json(finish_reason)},
                {"model", request.value("model", "")}};

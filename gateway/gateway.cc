@@ -117,7 +117,7 @@ int Run(const Options& options) {
             << acceptor.local_endpoint().port() << " with " << engine.policy_count()
             << " policies from " << state->files << " files (version " << engine.version() << ")";
   if (!options.upstream.empty()) std::cerr << ", upstream " << options.upstream;
-  std::cerr << std::endl;
+  std::cerr << "\nkt gateway: policy program: " << ProgramSummary(engine) << std::endl;
 
   asio::co_spawn(g.io(), Accept(&acceptor, &g), asio::detached);
 

@@ -190,8 +190,29 @@ bool PatternSet::Scan(std::string_view text, std::vector<bool>* matched) const {
 }
 
 bool PatternSet::Contains(std::string_view text) const {
-  std::vector<bool> matched;
-  return Scan(text, &matched);
+  // Scan without the per-pattern bitset: no allocation on the policy
+  // engine's path, which asks this for every `matches`.
+  bool any = false;
+  auto report = [&](auto& view, uint64_t s) { view.ForEachMatch(s, [&](uint32_t) { any = true; }); };
+  for (std::size_t gi = 0; gi < tables_.groups.size() && !any; ++gi) {
+    const abi::DfaGroup& g = tables_.groups[gi];
+    if (lazy_[gi] != nullptr) {
+      LazyLease lease = lazy_[gi]->Acquire();
+      LazyGroup* lazy = lease.group;
+      LazyView view(lazy->forward);
+      if (jit_ != nullptr) {
+        jit_->ScanLazyGroup(gi, lazy->forward, text, [&](uint64_t s) { report(view, s); });
+      } else {
+        ScanForward(view, text, report);
+      }
+    } else if (jit_ != nullptr) {
+      TableView view(g.forward);
+      jit_->ScanGroup(gi, text, [&](uint32_t s) { report(view, s); });
+    } else {
+      ScanForward(TableView(g.forward), text, report);
+    }
+  }
+  return any;
 }
 
 bool PatternSet::FirstMatch(std::string_view text, std::size_t from, PatternMatch* out) const {

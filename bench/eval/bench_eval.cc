@@ -4,14 +4,18 @@
 // First table: `kt policy eval`'s path (PolicyInterpreter): the body is
 // OpenAI JSON text, so each call includes parsing it and printing the
 // decision. Second table: the gateway's path (PolicyEngine) on an already
-// parsed request: the input and output stages, and the streamed output per
-// 16-byte chunk (OutputStream::Feed), plus the load time (parse, check,
-// compile and JIT every pattern set).
+// parsed request, with the policy program as native code and with the
+// interpreter: the input and output stages, and the streamed output per
+// 16-byte chunk (OutputStream::Feed). Third table: the load time (parse,
+// check, pattern sets, policy program), cold and from the object cache.
 //
 //   build/bench/kt_bench_eval
+//   KT_BENCH_PROFILE=1024 perf record build/bench/kt_bench_eval
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
+#include <filesystem>
 #include <random>
 #include <string>
 #include <vector>
@@ -41,6 +45,31 @@ std::string Prose(std::size_t size) {
 }  // namespace
 
 int main() {
+  // KT_BENCH_PROFILE=<bytes>: only the stdlib pack's input stage on a request
+  // of that size, in a loop for 3 s, for a profiler (perf record).
+  if (const char* prof = std::getenv("KT_BENCH_PROFILE")) {
+    std::string root = KT_SOURCE_DIR;
+    kt::Options options;
+    options.stdlib_paths = {root + "/stdlib"};
+    kt::SourceMap sources;
+    kt::LintResult lint;
+    auto engine = kt::PolicyEngine::Load({root + "/stdlib/std/pii_test.ktp", root + "/stdlib/std/secrets_test.ktp",
+                       root + "/stdlib/std/injection_test.ktp"}, options, &sources, &lint);
+    std::string text = Prose(std::atoi(prof));
+    nlohmann::json req = {{"model", "gpt-4o"},
+                          {"messages", {{{"role", "system"}, {"content", "You are helpful."}},
+                                        {{"role", "user"}, {"content", text}}}}};
+    kt::EvalContext ctx;
+    auto t0 = Clock::now();
+    long n = 0;
+    while (Clock::now() - t0 < std::chrono::seconds(3)) {
+      nlohmann::json forward;
+      engine->EvaluateInput(req, ctx, &forward);
+      ++n;
+    }
+    std::printf("%.2f us\n", 3e6 / n);
+    return 0;
+  }
   struct Set {
     const char* name;
     std::vector<std::string> files;
@@ -92,59 +121,87 @@ int main() {
     std::printf("| %s | load (parse + check) | | %.1f ms | |\n", set.name, load_ms);
   }
 
-  std::printf("\nThe engine (the gateway's path):\n\n");
-  std::printf("| set | stage | request | median µs | p99 µs |\n|---|---|---|---|---|\n");
+  std::printf("\nThe engine (the gateway's path), native code and the interpreter:\n\n");
+  std::printf("| set | engine | stage | request | median µs | p99 µs |\n|---|---|---|---|---|---|\n");
   for (const Set& set : sets) {
-    kt::Options options;
-    options.stdlib_paths = {root + "/stdlib"};
-    kt::SourceMap sources;
-    kt::LintResult lint;
-    auto t0 = Clock::now();
-    auto engine = kt::PolicyEngine::Load(set.files, options, &sources, &lint);
-    double load_ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
-    if (engine == nullptr) return 1;
-    auto measure = [](auto&& fn) {
-      for (int i = 0; i < 20; ++i) fn();
-      std::vector<double> us;
-      for (int i = 0; i < 2000; ++i) {
-        auto a = Clock::now();
-        double per = fn();  // the number of units the call covered
-        us.push_back(std::chrono::duration<double, std::micro>(Clock::now() - a).count() / per);
-      }
-      std::sort(us.begin(), us.end());
-      return std::make_pair(us[us.size() / 2], us[us.size() * 99 / 100]);
-    };
-    for (std::size_t size : {std::size_t{200}, std::size_t{1024}, std::size_t{16384}}) {
-      std::string text = Prose(size);
-      nlohmann::json req = {{"model", "gpt-4o"},
-                            {"messages", {{{"role", "system"}, {"content", "You are helpful."}},
-                                          {{"role", "user"}, {"content", text}}}}};
-      kt::EvalContext ctx;
-      auto in = measure([&] {
-        nlohmann::json forward;
-        kt::Decision d = engine->EvaluateInput(req, ctx, &forward);
-        return d.error ? 0.0 : 1.0;
-      });
-      std::printf("| %s | input | %zu B | %.1f | %.1f |\n", set.name, size, in.first, in.second);
-      auto out = measure([&] {
-        std::string t = text;
-        kt::Decision d = engine->EvaluateOutput(req, &t, "stop", ctx);
-        return d.error ? 0.0 : 1.0;
-      });
-      std::printf("| %s | output | %zu B | %.1f | %.1f |\n", set.name, size, out.first, out.second);
-      auto chunk = measure([&] {
-        auto stream = engine->StartOutput(req, ctx, {});
-        std::string released;
-        std::size_t chunks = 0;
-        for (std::size_t i = 0; i < text.size(); i += 16, ++chunks) {
-          stream->Feed(std::string_view(text).substr(i, 16), &released);
+    for (bool native : {true, false}) {
+      kt::Options options;
+      options.stdlib_paths = {root + "/stdlib"};
+      options.native = native;
+      kt::SourceMap sources;
+      kt::LintResult lint;
+      auto engine = kt::PolicyEngine::Load(set.files, options, &sources, &lint);
+      if (engine == nullptr || engine->program_info().native != native) return 1;
+      const char* kind = native ? "native" : "interpreter";
+      auto measure = [](auto&& fn) {
+        for (int i = 0; i < 20; ++i) fn();
+        std::vector<double> us;
+        for (int i = 0; i < 2000; ++i) {
+          auto a = Clock::now();
+          double per = fn();  // the number of units the call covered
+          us.push_back(std::chrono::duration<double, std::micro>(Clock::now() - a).count() / per);
         }
-        return static_cast<double>(chunks);
-      });
-      std::printf("| %s | stream, per 16 B chunk | %zu B | %.2f | %.2f |\n", set.name, size,
-                  chunk.first, chunk.second);
+        std::sort(us.begin(), us.end());
+        return std::make_pair(us[us.size() / 2], us[us.size() * 99 / 100]);
+      };
+      for (std::size_t size : {std::size_t{200}, std::size_t{1024}, std::size_t{16384}}) {
+        std::string text = Prose(size);
+        nlohmann::json req = {{"model", "gpt-4o"},
+                              {"messages", {{{"role", "system"}, {"content", "You are helpful."}},
+                                            {{"role", "user"}, {"content", text}}}}};
+        kt::EvalContext ctx;
+        auto in = measure([&] {
+          nlohmann::json forward;
+          kt::Decision d = engine->EvaluateInput(req, ctx, &forward);
+          return d.error ? 0.0 : 1.0;
+        });
+        std::printf("| %s | %s | input | %zu B | %.2f | %.2f |\n", set.name, kind, size, in.first,
+                    in.second);
+        auto out = measure([&] {
+          std::string t = text;
+          kt::Decision d = engine->EvaluateOutput(req, &t, "stop", ctx);
+          return d.error ? 0.0 : 1.0;
+        });
+        std::printf("| %s | %s | output | %zu B | %.2f | %.2f |\n", set.name, kind, size, out.first,
+                    out.second);
+        auto chunk = measure([&] {
+          auto stream = engine->StartOutput(req, ctx, {});
+          std::string released;
+          std::size_t chunks = 0;
+          for (std::size_t i = 0; i < text.size(); i += 16, ++chunks) {
+            stream->Feed(std::string_view(text).substr(i, 16), &released);
+          }
+          return static_cast<double>(chunks);
+        });
+        std::printf("| %s | %s | stream, per 16 B chunk | %zu B | %.2f | %.2f |\n", set.name, kind,
+                    size, chunk.first, chunk.second);
+      }
     }
-    std::printf("| %s | load (parse, check, compile + JIT) | | %.1f ms | |\n", set.name, load_ms);
   }
+
+  // Load: parse, check, pattern sets and the policy program, with an empty
+  // object cache (cold) and again with the cache it filled (a restart).
+  std::printf("\nLoad (PolicyEngine::Load), cold and from the object cache:\n\n");
+  std::printf("| set | cache | load ms | codegen ms | compile ms | link ms |\n"
+              "|---|---|---|---|---|---|\n");
+  char dir_template[] = "/tmp/kt-bench-cache-XXXXXX";
+  const char* dir = mkdtemp(dir_template);
+  if (dir == nullptr) return 1;
+  for (const Set& set : sets) {
+    for (int run = 0; run < 2; ++run) {
+      kt::Options options;
+      options.stdlib_paths = {root + "/stdlib"};
+      options.object_cache_dir = std::string(dir) + "/" + set.name;
+      kt::SourceMap sources;
+      kt::LintResult lint;
+      auto engine = kt::PolicyEngine::Load(set.files, options, &sources, &lint);
+      if (engine == nullptr) return 1;
+      const kt::PolicyEngine::ProgramInfo& p = engine->program_info();
+      std::printf("| %s | %s | %.1f | %.2f | %.1f | %.2f |\n", set.name,
+                  p.from_cache ? "warm (compilation skipped)" : "cold", p.load_ms, p.codegen_ms,
+                  p.compile_ms, p.link_ms);
+    }
+  }
+  std::filesystem::remove_all(dir);
   return 0;
 }

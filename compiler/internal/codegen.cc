@@ -818,6 +818,24 @@ std::unique_ptr<PolicyProgram> PolicyProgram::Build(const Program& program,
     if (!link()) return nullptr;
   }
 
+  // Redactions are applied by the runtime, with sets resolved here once
+  // (not looked up per request).
+  for (const auto& rules : p->rules_) {
+    for (const PolicyDecl* rule : rules) {
+      for (const PolicyClause& c : rule->clauses) {
+        if (c.kind != ClauseKind::kThen) continue;
+        for (const RedactItem& item : c.action.items) {
+          auto it = resolution.pattern_trees.find(item.pattern.get());
+          if (it == resolution.pattern_trees.end()) continue;
+          std::size_t i = 0;
+          while (i < set_trees.size() && *set_trees[i] != it->second) ++i;
+          if (i == set_trees.size()) set_trees.push_back(&it->second);
+          p->set_of_[item.pattern.get()] = static_cast<uint32_t>(i);
+        }
+      }
+    }
+  }
+
   // The pattern sets the program scans with. One that cannot be built is an
   // evaluation error when a rule needs it (fail closed), as in the
   // interpreter.

@@ -20,7 +20,8 @@
 #define KT_COMPILER_INTERNAL_CODEGEN_H_
 
 #include <array>
-#include <deque>
+#include <forward_list>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -67,6 +68,11 @@ class PolicyProgram {
   // Pattern set `i` of the program (null: it could not be compiled).
   const PatternSet* set(uint32_t i) const { return sets_[i]; }
   const std::string& set_error(uint32_t i) const { return set_errors_[i]; }
+  // The compiled set of a redaction's pattern operand (null if unknown).
+  const PatternSet* SetFor(const Expr* pattern) const {
+    auto it = set_of_.find(pattern);
+    return it == set_of_.end() ? nullptr : sets_[it->second];
+  }
   // The module's LLVM IR as generated (before optimisation).
   const std::string& ir() const { return ir_; }
   const ProgramStats& stats() const { return stats_; }
@@ -77,6 +83,7 @@ class PolicyProgram {
   std::array<abi::StageFn, 3> entries_{};
   std::vector<const PatternSet*> sets_;
   std::vector<std::string> set_errors_;
+  std::map<const Expr*, uint32_t> set_of_;  // redaction operands
   std::string ir_;
   ProgramStats stats_;
   std::unique_ptr<NativeObject> object_;
@@ -91,9 +98,10 @@ struct NativeRun {
   bool (*fire)(void* arg, uint32_t rule) = nullptr;
   void* fire_arg = nullptr;
   const abi::RequestView* view = nullptr;
-  // Strings built during evaluation (lower(), upper()); a deque, so values
-  // pointing into earlier strings stay valid as it grows.
-  std::deque<std::string> arena;
+  // Strings built during evaluation (lower(), upper()); a list, so values
+  // pointing into earlier strings stay valid as it grows, and empty (no
+  // allocation) unless a rule builds one.
+  std::forward_list<std::string> arena;
   bool failed = false;
   std::string error;
 };

@@ -447,7 +447,7 @@ void kt_rt_len(Frame* f, Value* out, const Value* v) {
 
 static void ChangeCase(Frame* f, Value* out, const Value* v, bool upper) {
   std::string_view text = ki::TextOf(*v);
-  std::string& s = ki::RunOf(f).arena.emplace_back(text);
+  std::string& s = ki::RunOf(f).arena.emplace_front(text);
   for (char& c : s) {
     c = static_cast<char>(upper ? std::toupper(static_cast<unsigned char>(c))
                                 : std::tolower(static_cast<unsigned char>(c)));
@@ -462,11 +462,11 @@ void kt_rt_header(Frame* f, Value* out, const Value* name) {
   ki::NativeRun& run = ki::RunOf(f);
   std::string key(ki::TextOf(*name));
   for (char& c : key) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  auto it = run.in->headers.find(key);
-  *out = it == run.in->headers.end() ? ki::Make(abi::kNull) : ki::MakeStr(it->second);
+  auto it = run.in->Headers().find(key);
+  *out = it == run.in->Headers().end() ? ki::Make(abi::kNull) : ki::MakeStr(it->second);
 }
 
-void kt_rt_api_key_id(Frame* f, Value* out) { *out = ki::MakeStr(ki::RunOf(f).in->api_key_id); }
+void kt_rt_api_key_id(Frame* f, Value* out) { *out = ki::MakeStr(ki::RunOf(f).in->ApiKeyId()); }
 
 }  // extern "C"
 
@@ -526,7 +526,7 @@ void BuildView(const StageInput& in, abi::RequestView* view, std::vector<abi::Me
     *out = abi::Str{s.data(), s.size()};
     return true;
   };
-  const Json& r = in.request;
+  const Json& r = in.Request();
   messages->clear();
   tools->clear();
   if (r.is_object()) {
@@ -585,10 +585,11 @@ void BuildView(const StageInput& in, abi::RequestView* view, std::vector<abi::Me
     view->has_finish_reason = str(in.output, "finish_reason", &view->finish_reason);
     str(in.output, "model", &view->output_model);
   }
-  if (auto h = in.headers.find("x-request-source"); h != in.headers.end()) {
+  const std::map<std::string, std::string>& headers = in.Headers();
+  if (auto h = headers.find("x-request-source"); h != headers.end()) {
     view->source = abi::Str{h->second.data(), h->second.size()};
   }
-  if (auto h = in.headers.find("x-correlation-id"); h != in.headers.end()) {
+  if (auto h = headers.find("x-correlation-id"); h != headers.end()) {
     view->correlation_id = abi::Str{h->second.data(), h->second.size()};
   }
 }

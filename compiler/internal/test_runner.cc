@@ -135,7 +135,7 @@ const Json* Evaluator::Ref(const Expr& e, Env* env) const {
         if (it->first == e.text) return it->second;
       }
       if (res_.decls.count(&e)) return nullptr;  // a `let`: evaluated
-      if (e.text == "input") return &env->in->request;
+      if (e.text == "input") return &env->in->Request();
       if (e.text == "tool") return &env->in->tool;
       if (e.text == "output") return &env->in->output;
       return nullptr;
@@ -199,16 +199,16 @@ Value Evaluator::Eval(const Expr& e, Env* env) {
       if (auto d = res_.decls.find(&e); d != res_.decls.end() && d->second->kind == DeclKind::kLet) {
         return Eval(*d->second->let->value, env);
       }
-      if (e.text == "input") return env->in->request;
+      if (e.text == "input") return env->in->Request();
       if (e.text == "tool") return env->in->tool;
       if (e.text == "output") return env->in->output;
       if (e.text == "source") {
-        auto h = env->in->headers.find("x-request-source");
-        return h == env->in->headers.end() ? Json("") : Json(h->second);
+        auto h = env->in->Headers().find("x-request-source");
+        return h == env->in->Headers().end() ? Json("") : Json(h->second);
       }
       if (e.text == "correlation_id") {
-        auto h = env->in->headers.find("x-correlation-id");
-        return h == env->in->headers.end() ? Json("") : Json(h->second);
+        auto h = env->in->Headers().find("x-correlation-id");
+        return h == env->in->Headers().end() ? Json("") : Json(h->second);
       }
       return Json(nullptr);
     }
@@ -351,7 +351,7 @@ Value Evaluator::Eval(const Expr& e, Env* env) {
         return Json(static_cast<int64_t>(
             matcher_->AllMatches(*trees, t->is_string() ? t->get<std::string>() : "").size()));
       }
-      if (e.text == "api_key_id") return Json(env->in->api_key_id);
+      if (e.text == "api_key_id") return Json(env->in->ApiKeyId());
       std::vector<Json> args;
       for (const ExprPtr& c : e.children) {
         Value v = Eval(*c, env);
@@ -373,8 +373,8 @@ Value Evaluator::Eval(const Expr& e, Env* env) {
       }
       if (e.text == "header") {
         std::string name = args[0].is_string() ? Lower(args[0].get<std::string>()) : "";
-        auto h = env->in->headers.find(name);
-        return h == env->in->headers.end() ? Json(nullptr) : Json(h->second);
+        auto h = env->in->Headers().find(name);
+        return h == env->in->Headers().end() ? Json(nullptr) : Json(h->second);
       }
       return Json(nullptr);
     }
@@ -432,8 +432,8 @@ static void ForEachSubject(const StageInput& in, Visit visit) {
                                                    : std::string_view());
     return;
   }
-  auto ms = in.request.find("messages");
-  if (ms == in.request.end() || !ms->is_array()) return;
+  auto ms = in.Request().find("messages");
+  if (ms == in.Request().end() || !ms->is_array()) return;
   for (const Json& m : *ms) {
     auto c = m.is_object() ? m.find("content") : m.end();
     visit(m.is_object() && c != m.end() && c->is_string()
@@ -460,8 +460,9 @@ bool Evaluator::Fire(const PolicyDecl& p, StageRun* run) {
     for (const RedactItem& item : a.items) {
       const auto* trees = TreesFor(*item.pattern);
       if (trees == nullptr) continue;
+      const PatternSet* set = code_ != nullptr ? code_->SetFor(item.pattern.get()) : nullptr;
       ForEachSubject(in, [&](std::string_view t) {
-        matched = matched || matcher_->Contains(*trees, t);
+        matched = matched || (set != nullptr ? set->Contains(t) : matcher_->Contains(*trees, t));
       });
     }
     if (!matched) return false;
@@ -550,7 +551,7 @@ Evaluator::Outcome Evaluator::Evaluate(const StageInput& in) {
       return r + text.substr(pos);
     };
     out.redacted = true;
-    out.request = in.request;
+    out.request = in.Request();
     out.output = in.output;
     if (in.stage == "output") {
       out.output["text"] = redact(in.output.value("text", ""));

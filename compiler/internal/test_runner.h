@@ -85,6 +85,16 @@ struct StageInput {
   Json output = Json::object();
   std::map<std::string, std::string> headers;  // lower-cased names
   std::string api_key_id;                      // what `api_key_id()` returns
+  // Borrowed instead of copied (the gateway's path, which must not copy a
+  // request to evaluate it): when set, read in place of the fields above.
+  const Json* request_ref = nullptr;
+  const std::map<std::string, std::string>* headers_ref = nullptr;
+  const std::string* api_key_ref = nullptr;
+  const Json& Request() const { return request_ref != nullptr ? *request_ref : request; }
+  const std::map<std::string, std::string>& Headers() const {
+    return headers_ref != nullptr ? *headers_ref : headers;
+  }
+  const std::string& ApiKeyId() const { return api_key_ref != nullptr ? *api_key_ref : api_key_id; }
   // When set, only these policies run (the stream evaluator's mid-stream
   // pass runs the monotone blocks alone).
   const std::set<const PolicyDecl*>* only = nullptr;

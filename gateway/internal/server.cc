@@ -581,6 +581,39 @@ std::shared_ptr<PolicyState> LoadState(const Options& options, const PolicyState
   return state;
 }
 
+Json ProgramJson(const PolicyEngine& engine) {
+  const PolicyEngine::ProgramInfo& p = engine.program_info();
+  Json j = {{"engine", p.native ? "native" : "interpreter"},
+            {"from_cache", p.from_cache},
+            {"load_ms", p.load_ms},
+            {"codegen_ms", p.codegen_ms},
+            {"compile_ms", p.compile_ms},
+            {"link_ms", p.link_ms}};
+  if (!p.cache_key.empty()) j["cache_key"] = p.cache_key;
+  if (!p.note.empty()) j["note"] = p.note;
+  return j;
+}
+
+std::string ProgramSummary(const PolicyEngine& engine) {
+  const PolicyEngine::ProgramInfo& p = engine.program_info();
+  char buf[256];
+  if (!p.native) return "interpreter (" + p.note + ")";
+  if (p.from_cache) {
+    std::snprintf(buf, sizeof buf,
+                  "native code from the object cache: loaded in %.1f ms, compilation skipped "
+                  "(link %.2f ms)",
+                  p.load_ms, p.link_ms);
+  } else {
+    std::snprintf(buf, sizeof buf,
+                  "native code, compiled: loaded in %.1f ms (codegen %.2f ms, compile %.1f ms, "
+                  "link %.2f ms)",
+                  p.load_ms, p.codegen_ms, p.compile_ms, p.link_ms);
+  }
+  std::string out = buf;
+  if (!p.note.empty()) out += "; " + p.note;
+  return out;
+}
+
 bool Reload(Gateway* g, std::string* error) {
   std::lock_guard serial(g->reload_mu);
   std::shared_ptr<const PolicyState> old = g->Current();
@@ -590,6 +623,7 @@ bool Reload(Gateway* g, std::string* error) {
   if (ok) {
     record["policy_version"] = fresh->engine->version();
     record["policies"] = fresh->engine->policy_count();
+    record["program"] = ProgramJson(*fresh->engine);
     g->Install(std::move(fresh));
   } else {
     record["error"] = *error;
@@ -616,6 +650,7 @@ Json HealthJson(Gateway* g) {
     h["policy_version"] = st->engine->version();
     h["policies"] = st->engine->policy_count();
     h["policy_files"] = st->files;
+    h["program"] = ProgramJson(*st->engine);
     h["limits"] = st->engine->limits().size();
     Json providers = Json::array();
     if (!g->options.upstream.empty()) {

@@ -94,6 +94,10 @@ bool Reload(Gateway* g, std::string* error);
 std::shared_ptr<PolicyState> LoadState(const Options& options, const PolicyState* previous,
                                        std::string* error);
 nlohmann::json HealthJson(Gateway* g);
+// How the policy program was built (native or interpreted, from the object
+// cache or compiled, and the times): for /health, reload records and logs.
+nlohmann::json ProgramJson(const PolicyEngine& engine);
+std::string ProgramSummary(const PolicyEngine& engine);
 
 // The route for a model, or false when no provider serves it.
 bool RouteFor(const Gateway& g, const PolicyEngine& engine, const std::string& model, Route* out);
