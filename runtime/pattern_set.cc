@@ -159,59 +159,60 @@ bool PatternSet::Jit(std::string* error, const JitOptions& options) {
 
 std::string PatternSet::jit_ir() const { return jit_ == nullptr ? std::string() : jit_->ir(); }
 
+// Calls report(pattern) for every pattern match state entered while
+// scanning `text` with every group (JIT-compiled loops when there are).
+template <typename Report>
+static void ScanGroups(const abi::PatternSetTables& tables,
+                       const std::vector<std::unique_ptr<LazyPool>>& lazy_pools,
+                       const PatternJit* jit, std::string_view text, Report report) {
+  for (std::size_t gi = 0; gi < tables.groups.size(); ++gi) {
+    const abi::DfaGroup& g = tables.groups[gi];
+    auto each = [&](auto& view, uint64_t s) {
+      view.ForEachMatch(s, [&](uint32_t id) { report(g.pattern_ids[id]); });
+    };
+    if (lazy_pools[gi] != nullptr) {
+      LazyLease lease = lazy_pools[gi]->Acquire();
+      LazyGroup* lazy = lease.group;
+      LazyView view(lazy->forward);
+      if (jit != nullptr) {
+        jit->ScanLazyGroup(gi, lazy->forward, text, [&](uint64_t s) { each(view, s); });
+      } else {
+        ScanForward(view, text, each);
+      }
+    } else if (jit != nullptr) {
+      TableView view(g.forward);
+      jit->ScanGroup(gi, text, [&](uint32_t s) { each(view, s); });
+    } else {
+      ScanForward(TableView(g.forward), text, each);
+    }
+  }
+}
+
 bool PatternSet::Scan(std::string_view text, std::vector<bool>* matched) const {
   matched->assign(tables_.num_patterns, false);
   bool any = false;
-  for (std::size_t gi = 0; gi < tables_.groups.size(); ++gi) {
-    const abi::DfaGroup& g = tables_.groups[gi];
-    auto report = [&](auto& view, uint64_t s) {
-      view.ForEachMatch(s, [&](uint32_t id) {
-        (*matched)[g.pattern_ids[id]] = true;
-        any = true;
-      });
-    };
-    if (lazy_[gi] != nullptr) {
-      LazyLease lease = lazy_[gi]->Acquire();
-      LazyGroup* lazy = lease.group;
-      LazyView view(lazy->forward);
-      if (jit_ != nullptr) {
-        jit_->ScanLazyGroup(gi, lazy->forward, text, [&](uint64_t s) { report(view, s); });
-      } else {
-        ScanForward(view, text, report);
-      }
-    } else if (jit_ != nullptr) {
-      TableView view(g.forward);
-      jit_->ScanGroup(gi, text, [&](uint32_t s) { report(view, s); });
-    } else {
-      ScanForward(TableView(g.forward), text, report);
-    }
-  }
+  ScanGroups(tables_, lazy_, jit_.get(), text, [&](uint32_t p) {
+    (*matched)[p] = true;
+    any = true;
+  });
   return any;
 }
 
-bool PatternSet::Contains(std::string_view text) const {
-  // Scan without the per-pattern bitset: no allocation on the policy
-  // engine's path, which asks this for every `matches`.
+bool PatternSet::ScanInto(std::string_view text, uint64_t* words) const {
   bool any = false;
-  auto report = [&](auto& view, uint64_t s) { view.ForEachMatch(s, [&](uint32_t) { any = true; }); };
-  for (std::size_t gi = 0; gi < tables_.groups.size() && !any; ++gi) {
-    const abi::DfaGroup& g = tables_.groups[gi];
-    if (lazy_[gi] != nullptr) {
-      LazyLease lease = lazy_[gi]->Acquire();
-      LazyGroup* lazy = lease.group;
-      LazyView view(lazy->forward);
-      if (jit_ != nullptr) {
-        jit_->ScanLazyGroup(gi, lazy->forward, text, [&](uint64_t s) { report(view, s); });
-      } else {
-        ScanForward(view, text, report);
-      }
-    } else if (jit_ != nullptr) {
-      TableView view(g.forward);
-      jit_->ScanGroup(gi, text, [&](uint32_t s) { report(view, s); });
-    } else {
-      ScanForward(TableView(g.forward), text, report);
-    }
-  }
+  ScanGroups(tables_, lazy_, jit_.get(), text, [&](uint32_t p) {
+    words[p >> 6] |= uint64_t{1} << (p & 63);
+    any = true;
+  });
+  return any;
+}
+
+// Without the per-pattern bitset: no allocation on the policy engine's
+// path, which asks this for every `matches` it cannot answer from a
+// stage's merged scan.
+bool PatternSet::Contains(std::string_view text) const {
+  bool any = false;
+  ScanGroups(tables_, lazy_, jit_.get(), text, [&](uint32_t) { any = true; });
   return any;
 }
 

@@ -88,6 +88,9 @@ class PatternSet {
   // Sets bit `i` of `*matched` (resized to num_patterns) when pattern `i`
   // occurs anywhere in `text`. Returns true if any pattern occurs.
   bool Scan(std::string_view text, std::vector<bool>* matched) const;
+  // The same into a caller's bitset of num_patterns bits (64 per word, set
+  // bits are or-ed in): no allocation.
+  bool ScanInto(std::string_view text, uint64_t* words) const;
   // True if any pattern occurs; stops at the first match.
   bool Contains(std::string_view text) const;
 

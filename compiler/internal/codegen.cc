@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <set>
 #include <sstream>
 
 #include "llvm/ExecutionEngine/Orc/JITTargetMachineBuilder.h"
@@ -141,7 +142,11 @@ class Codegen {
     }
   }
 
+  // Per stage, the program sets its code tests for occurrence (`matches`).
+  std::array<std::set<uint32_t>, 3> occurs;
+
   void EmitStage(int stage, const std::vector<const PolicyDecl*>& rules) {
+    stage_ = stage;
     auto* fty = llvm::FunctionType::get(i32_, {ptr_, ptr_}, false);
     fn_ = llvm::Function::Create(fty, llvm::Function::ExternalLinkage,
                                  std::string("kt_stage_") + kStageNames[stage], m_);
@@ -521,6 +526,7 @@ class Codegen {
             b_.SetInsertPoint(done);
             return;
           }
+          if (e.text == "matches") occurs[stage_].insert(set);
           res = b_.CreateCall(helpers_.at("kt_rt_match"),
                               {frame_, l, b_.getInt32(set), b_.getInt32(e.text == "fullmatches")});
         } else {
@@ -630,6 +636,7 @@ class Codegen {
   llvm::Value* view_ = nullptr;
   llvm::BasicBlock* entry_ = nullptr;
   std::vector<std::pair<std::string, llvm::Value*>> vars_;
+  int stage_ = 0;
 };
 
 double MsSince(std::chrono::steady_clock::time_point t0) {
@@ -820,8 +827,8 @@ std::unique_ptr<PolicyProgram> PolicyProgram::Build(const Program& program,
 
   // Redactions are applied by the runtime, with sets resolved here once
   // (not looked up per request).
-  for (const auto& rules : p->rules_) {
-    for (const PolicyDecl* rule : rules) {
+  for (std::size_t stage = 0; stage < p->rules_.size(); ++stage) {
+    for (const PolicyDecl* rule : p->rules_[stage]) {
       for (const PolicyClause& c : rule->clauses) {
         if (c.kind != ClauseKind::kThen) continue;
         for (const RedactItem& item : c.action.items) {
@@ -831,6 +838,7 @@ std::unique_ptr<PolicyProgram> PolicyProgram::Build(const Program& program,
           while (i < set_trees.size() && *set_trees[i] != it->second) ++i;
           if (i == set_trees.size()) set_trees.push_back(&it->second);
           p->set_of_[item.pattern.get()] = static_cast<uint32_t>(i);
+          cg.occurs[stage].insert(static_cast<uint32_t>(i));
         }
       }
     }
@@ -848,7 +856,82 @@ std::unique_ptr<PolicyProgram> PolicyProgram::Build(const Program& program,
       p->set_errors_.emplace_back(e.what());
     }
   }
+
+  // Scan first, then decide: a stage that tests several sets for occurrence
+  // gets them merged into one set, so each text is scanned once per stage
+  // (and the per-set answers read from its bitset). A merged set that cannot
+  // be built leaves the stage scanning set by set.
+  for (std::size_t stage = 0; stage < p->scans_.size(); ++stage) {
+    const std::set<uint32_t>& used = cg.occurs[stage];
+    if (used.size() < 2) continue;
+    std::vector<const RegexNode*> merged;
+    std::map<const RegexNode*, uint32_t> slot;
+    for (uint32_t i : used) {
+      for (const RegexNode* tree : *set_trees[i]) {
+        if (slot.emplace(tree, static_cast<uint32_t>(merged.size())).second) merged.push_back(tree);
+      }
+    }
+    StageScan& scan = p->scans_[stage];
+    try {
+      scan.merged = &matcher->Set(merged);
+    } catch (const EvaluationError&) {
+      continue;
+    }
+    scan.slots.resize(set_trees.size());
+    for (uint32_t i : used) {
+      for (const RegexNode* tree : *set_trees[i]) scan.slots[i].push_back(slot.at(tree));
+    }
+  }
   return p;
+}
+
+std::size_t PolicyProgram::merged_words(int stage) const {
+  const PatternSet* m = scans_[stage].merged;
+  return m == nullptr ? 0 : (m->num_patterns() + 63) / 64;
+}
+
+bool PolicyProgram::Occurs(NativeRun* run, uint32_t set, std::string_view text) const {
+  const PatternSet* own = sets_[set];
+  if (own == nullptr) {
+    // Fail closed, as the interpreter does when a set cannot be built.
+    run->failed = true;
+    run->error = set_errors_[set];
+    return false;
+  }
+  const StageScan& scan = scans_[run->stage];
+  constexpr std::size_t kMaxTexts = 4096;  // beyond this, scan set by set
+  if (scan.merged == nullptr || set >= scan.slots.size() || scan.slots[set].empty() ||
+      run->memo == nullptr) {
+    return own->Contains(text);
+  }
+  NativeRun::Memo& m = *run->memo;
+  const uint64_t* bits = nullptr;
+  for (std::size_t i = 0; i < m.count; ++i) {
+    if (m.data[i] == text.data() && m.size[i] == text.size()) {
+      bits = &m.words[i * m.stride];
+      break;
+    }
+  }
+  if (bits == nullptr) {
+    if (m.count == kMaxTexts) return own->Contains(text);
+    if (m.data.size() <= m.count) {
+      // Grows only past the largest request this thread has seen.
+      m.data.resize(m.count + 1);
+      m.size.resize(m.count + 1);
+    }
+    if (m.words.size() < (m.count + 1) * m.stride) m.words.resize((m.count + 1) * m.stride);
+    uint64_t* words = &m.words[m.count * m.stride];
+    std::fill(words, words + m.stride, 0);
+    scan.merged->ScanInto(text, words);
+    m.data[m.count] = text.data();
+    m.size[m.count] = text.size();
+    ++m.count;
+    bits = words;
+  }
+  for (uint32_t slot : scan.slots[set]) {
+    if ((bits[slot >> 6] >> (slot & 63)) & 1) return true;
+  }
+  return false;
 }
 
 }  // namespace kt::internal

@@ -37,6 +37,8 @@ enum class StageId { kInput = 0, kToolCall = 1, kOutput = 2 };
 inline constexpr std::array<const char*, 3> kStageNames = {"input", "tool_call", "output"};
 int StageIndex(const std::string& stage);  // -1 if not a stage
 
+struct NativeRun;
+
 struct ProgramOptions {
   // Directory of the object cache; empty: no cache.
   std::string cache_dir;
@@ -68,11 +70,17 @@ class PolicyProgram {
   // Pattern set `i` of the program (null: it could not be compiled).
   const PatternSet* set(uint32_t i) const { return sets_[i]; }
   const std::string& set_error(uint32_t i) const { return set_errors_[i]; }
-  // The compiled set of a redaction's pattern operand (null if unknown).
-  const PatternSet* SetFor(const Expr* pattern) const {
+  // The set index of a redaction's pattern operand (-1 if unknown).
+  int SetFor(const Expr* pattern) const {
     auto it = set_of_.find(pattern);
-    return it == set_of_.end() ? nullptr : sets_[it->second];
+    return it == set_of_.end() ? -1 : static_cast<int>(it->second);
   }
+  // Whether a pattern of set `set` occurs in `text`: read from one scan of
+  // the text with the stage's merged set (memoised per text for the run),
+  // or scanned with the set itself when the stage has no merged set.
+  bool Occurs(NativeRun* run, uint32_t set, std::string_view text) const;
+  // Words per text in the stage's merged bitset (0: no merged set).
+  std::size_t merged_words(int stage) const;
   // The module's LLVM IR as generated (before optimisation).
   const std::string& ir() const { return ir_; }
   const ProgramStats& stats() const { return stats_; }
@@ -84,6 +92,15 @@ class PolicyProgram {
   std::vector<const PatternSet*> sets_;
   std::vector<std::string> set_errors_;
   std::map<const Expr*, uint32_t> set_of_;  // redaction operands
+  // Scan first, then decide: per stage, every occurrence test (`matches`,
+  // redactions) of the stage merged into one set, and where each of the
+  // program's sets lies in it (its pattern slots).
+  struct StageScan {
+    const PatternSet* merged = nullptr;
+    std::vector<std::vector<uint32_t>> slots;  // per program set; empty: not merged
+  };
+  std::array<StageScan, 3> scans_;
+  friend class Codegen;
   std::string ir_;
   ProgramStats stats_;
   std::unique_ptr<NativeObject> object_;
@@ -98,6 +115,17 @@ struct NativeRun {
   bool (*fire)(void* arg, uint32_t rule) = nullptr;
   void* fire_arg = nullptr;
   const abi::RequestView* view = nullptr;
+  int stage = 0;
+  // Occurrence bitsets of the texts scanned so far in this run, keyed by
+  // the text's address and size (per-thread storage, reused).
+  struct Memo {
+    std::vector<const char*> data;
+    std::vector<uint64_t> size;
+    std::vector<uint64_t> words;
+    std::size_t count = 0;
+    std::size_t stride = 0;
+  };
+  Memo* memo = nullptr;
   // Strings built during evaluation (lower(), upper()); a list, so values
   // pointing into earlier strings stay valid as it grows, and empty (no
   // allocation) unless a rule builds one.

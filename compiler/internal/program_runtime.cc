@@ -379,7 +379,7 @@ uint32_t kt_rt_match(Frame* f, const Value* subject, uint32_t set, uint32_t full
     return 0;
   }
   std::string_view text = ki::TextOf(*subject);
-  if (!full) return ps->Contains(text) ? 1 : 0;
+  if (!full) return run.program->Occurs(&run, set, text) ? 1 : 0;
   // The leftmost-longest match from 0 covers the text iff any does.
   kt::PatternMatch m;
   return ps->FirstMatch(text, 0, &m) && m.start == 0 && m.end == text.size() ? 1 : 0;
@@ -460,7 +460,8 @@ void kt_rt_upper(Frame* f, Value* out, const Value* v) { ChangeCase(f, out, v, t
 
 void kt_rt_header(Frame* f, Value* out, const Value* name) {
   ki::NativeRun& run = ki::RunOf(f);
-  std::string key(ki::TextOf(*name));
+  thread_local std::string key;  // reused: no allocation once warm
+  key.assign(ki::TextOf(*name));
   for (char& c : key) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   auto it = run.in->Headers().find(key);
   *out = it == run.in->Headers().end() ? ki::Make(abi::kNull) : ki::MakeStr(it->second);
@@ -585,11 +586,14 @@ void BuildView(const StageInput& in, abi::RequestView* view, std::vector<abi::Me
     view->has_finish_reason = str(in.output, "finish_reason", &view->finish_reason);
     str(in.output, "model", &view->output_model);
   }
+  // Keys made once: a 16-byte name would not fit a short string.
+  static const std::string kSource = "x-request-source";
+  static const std::string kCorrelation = "x-correlation-id";
   const std::map<std::string, std::string>& headers = in.Headers();
-  if (auto h = headers.find("x-request-source"); h != headers.end()) {
+  if (auto h = headers.find(kSource); h != headers.end()) {
     view->source = abi::Str{h->second.data(), h->second.size()};
   }
-  if (auto h = headers.find("x-correlation-id"); h != headers.end()) {
+  if (auto h = headers.find(kCorrelation); h != headers.end()) {
     view->correlation_id = abi::Str{h->second.data(), h->second.size()};
   }
 }

@@ -452,21 +452,21 @@ bool Evaluator::Fire(const PolicyDecl& p, StageRun* run) {
     if (c.kind == ClauseKind::kMode) mode = c.names[0].text;
   }
   const Action& a = then->action;
-  Hit hit{&p, a.kind == ActionKind::kBlock ? "block" : a.kind == ActionKind::kFlag ? "flag" : "redact",
-          mode == "enforce", a.code.value, a.message.value};
+  const bool enforced = mode == "enforce";
   if (a.kind == ActionKind::kRedact) {
     // A redaction that finds nothing is no hit.
     bool matched = false;
     for (const RedactItem& item : a.items) {
       const auto* trees = TreesFor(*item.pattern);
       if (trees == nullptr) continue;
-      const PatternSet* set = code_ != nullptr ? code_->SetFor(item.pattern.get()) : nullptr;
+      const int set = run->native != nullptr ? code_->SetFor(item.pattern.get()) : -1;
       ForEachSubject(in, [&](std::string_view t) {
-        matched = matched || (set != nullptr ? set->Contains(t) : matcher_->Contains(*trees, t));
+        matched = matched || (set >= 0 ? code_->Occurs(run->native, static_cast<uint32_t>(set), t)
+                                       : matcher_->Contains(*trees, t));
       });
     }
     if (!matched) return false;
-    if (hit.enforced) {
+    if (enforced) {
       for (const RedactItem& item : a.items) {
         for (const RegexNode* tree : res_.pattern_trees.at(item.pattern.get())) {
           run->redact_trees.push_back(tree);
@@ -475,8 +475,13 @@ bool Evaluator::Fire(const PolicyDecl& p, StageRun* run) {
       }
     }
   }
-  out.hits.push_back(hit);
-  if (hit.action == "block" && hit.enforced) {
+  // Only a hit pays for its strings.
+  out.hits.push_back(Hit{&p,
+                         a.kind == ActionKind::kBlock  ? "block"
+                         : a.kind == ActionKind::kFlag ? "flag"
+                                                       : "redact",
+                         enforced, a.code.value, a.message.value});
+  if (a.kind == ActionKind::kBlock && enforced) {
     out.blocked = true;
     return true;
   }
@@ -503,10 +508,16 @@ void Evaluator::RunNative(int stage, const StageInput& in, StageRun* run) {
   }
   abi::RequestView view;
   BuildView(in, &view, &messages, &tools);
+  thread_local NativeRun::Memo memo;
+  memo.count = 0;
+  memo.stride = code_->merged_words(stage);
   NativeRun native;
   native.program = code_;
   native.in = &in;
   native.view = &view;
+  native.stage = stage;
+  native.memo = &memo;
+  run->native = &native;
   struct Ctx {
     Evaluator* self;
     StageRun* run;
@@ -521,6 +532,7 @@ void Evaluator::RunNative(int stage, const StageInput& in, StageRun* run) {
   frame.enabled = enabled.data();
   frame.runtime = &native;
   code_->entry(stage)(&frame, &view);
+  run->native = nullptr;
   if (native.failed) throw EvaluationError(native.error);
 }
 

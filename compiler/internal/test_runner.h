@@ -20,6 +20,7 @@
 namespace kt::internal {
 
 class PolicyProgram;  // codegen.h
+struct NativeRun;
 
 // How the interpreter matches patterns: kt's automata by default; the tests
 // plug in RE2 as an independent oracle (the reference evaluator).
@@ -80,9 +81,11 @@ struct Hit {
 struct StageInput {
   const Module* scope = nullptr;  // the test's file: its policies and its imports' apply
   std::string stage;  // input | tool_call | output
-  Json request = Json::object();
-  Json tool = Json::object();
-  Json output = Json::object();
+  // Null until set (a default object would cost an allocation per
+  // evaluation on the gateway's path, which borrows instead).
+  Json request;
+  Json tool;
+  Json output;
   std::map<std::string, std::string> headers;  // lower-cased names
   std::string api_key_id;                      // what `api_key_id()` returns
   // Borrowed instead of copied (the gateway's path, which must not copy a
@@ -145,6 +148,7 @@ class Evaluator {
     Outcome* out;
     std::vector<const RegexNode*> redact_trees;  // enforced redactions, in order
     std::vector<std::string> redact_with;
+    NativeRun* native = nullptr;  // the native run, when code evaluates
   };
   // Records the hit of a policy whose condition holds; true ends the stage.
   bool Fire(const PolicyDecl& policy, StageRun* run);

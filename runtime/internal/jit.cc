@@ -436,25 +436,29 @@ std::unique_ptr<NativeObject> NativeObject::Load(
     *error = llvm::toString(dylib.takeError());
     return nullptr;
   }
-  std::unique_ptr<NativeObject> result(new NativeObject());
-  result->handle_ = std::make_unique<Handle>();
-  result->handle_->dylib = &*dylib;
+  // Failures below undo the dylib here, under the lock (the destructor
+  // would take it again).
+  auto fail = [&](llvm::Error err) -> std::unique_ptr<NativeObject> {
+    *error = llvm::toString(std::move(err));
+    llvm::consumeError(jit.getExecutionSession().removeJITDylib(*dylib));
+    return nullptr;
+  };
   llvm::orc::SymbolMap map;
   for (const auto& [name, address] : symbols) {
     map[jit.mangleAndIntern(name)] = {llvm::orc::ExecutorAddr::fromPtr(address),
                                       llvm::JITSymbolFlags::Exported};
   }
-  if (auto err = dylib->define(llvm::orc::absoluteSymbols(std::move(map)))) {
-    *error = llvm::toString(std::move(err));
-    return nullptr;
+  if (auto err = dylib->define(llvm::orc::absoluteSymbols(std::move(map)))) return fail(std::move(err));
+  llvm::orc::ResourceTrackerSP tracker = dylib->createResourceTracker();
+  if (auto err = jit.addObjectFile(tracker, llvm::MemoryBuffer::getMemBufferCopy(
+                                                llvm::StringRef(object.data(), object.size()),
+                                                "kt-object"))) {
+    return fail(std::move(err));
   }
-  result->handle_->tracker = dylib->createResourceTracker();
-  if (auto err = jit.addObjectFile(result->handle_->tracker,
-                                   llvm::MemoryBuffer::getMemBufferCopy(
-                                       llvm::StringRef(object.data(), object.size()), "kt-object"))) {
-    *error = llvm::toString(std::move(err));
-    return nullptr;
-  }
+  std::unique_ptr<NativeObject> result(new NativeObject());
+  result->handle_ = std::make_unique<Handle>();
+  result->handle_->dylib = &*dylib;
+  result->handle_->tracker = std::move(tracker);
   return result;
 }
 

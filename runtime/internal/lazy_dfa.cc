@@ -25,8 +25,11 @@ void LazyDfa::InitNewRows() {
 }
 
 LazyDfa::State LazyDfa::Start(abi::Context ctx) {
-  uint32_t s = subset_.Start(ctx);
-  InitNewRows();
+  uint32_t& s = starts_[ctx & 3];
+  if (s == UINT32_MAX) {
+    s = subset_.Start(ctx);
+    InitNewRows();
+  }
   return Addr(s);
 }
 
@@ -44,6 +47,7 @@ LazyDfa::State LazyDfa::Fill(State state, uint32_t cls) {
     // states beyond the bound.
     s = subset_.Clear(s);
     rows_ready_ = 0;
+    starts_.fill(UINT32_MAX);
   }
   subset_.Expand(s, row_.data());
   InitNewRows();

@@ -75,6 +75,11 @@ class LazyDfa {
   std::unique_ptr<uint64_t[]> table_;  // max_states_ + k_ rows, allocated once
   std::size_t rows_ready_ = 0;         // rows initialised to unknown
   std::vector<uint32_t> row_;
+  // Start state ids per context, kept while no flush cleared the states
+  // (UINT32_MAX: not interned yet). A scan starts here on every call, and
+  // interning builds a key vector: the policy engine's per-request path
+  // must not allocate.
+  std::array<uint32_t, 4> starts_ = {UINT32_MAX, UINT32_MAX, UINT32_MAX, UINT32_MAX};
 };
 
 // The three lazy automata of one pattern group, and the lock their scans hold.
