@@ -21,11 +21,11 @@ function freePort() {
   });
 }
 
-async function startGateway(name, policyDir) {
+async function startGateway(name, policyDir, extra = []) {
   const port = await freePort();
   const audit = path.join(tmp, `${name}-audit.jsonl`);
   const proc = spawn(KT, ['gateway', 'run', '--listen', `127.0.0.1:${port}`, '--policy', policyDir,
-    '--audit-log', audit, '--threads', '2'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    '--audit-log', audit, '--threads', '2', ...extra], { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   proc.stderr.on('data', (d) => (stderr += d));
   const base = `http://127.0.0.1:${port}`;
@@ -307,4 +307,45 @@ test('kt audit verify: passes on a real log, names an edited line, never sees th
   try { execFileSync(KT, ['audit', 'verify', '--head', head, truncated], { encoding: 'utf8' }); } catch (e) { out = e.stdout; code = e.status; }
   assert.equal(code, 1);
   assert.match(out, /truncated, or its last line was modified/);
+});
+
+test('a restart with a warm object cache links the cached program and compiles nothing', async () => {
+  const dir = path.join(tmp, 'restart');
+  const cache = path.join(tmp, 'restart-cache');
+  fs.mkdirSync(dir);
+  fs.writeFileSync(path.join(dir, 'main.ktp'), `${MOCK}
+policy "no-bar" {
+  on input
+  when any m in input.messages: lower(m.content) contains "bar" or m.content matches /b[a4]z+/
+  then block "bar is not allowed" code "bar"
+}
+`);
+  const runs = [];
+  for (let i = 0; i < 2; i++) {
+    const gw = await startGateway(`restart-${i}`, dir, ['--cache-dir', cache]);
+    try {
+      const health = await (await fetch(`${gw.base}/health`)).json();
+      const blocked = await chat(gw.base, 'a BAR walks in');
+      assert.equal(blocked.status, 409);
+      assert.equal((await blocked.json()).error.code, 'bar');
+      assert.equal((await chat(gw.base, 'a b4zzz')).status, 409);
+      assert.equal((await chat(gw.base, 'fine')).status, 200);
+      runs.push({ program: health.program, log: gw.stderr() });
+    } finally {
+      await gw.stop();
+    }
+  }
+  const [cold, warm] = runs;
+  assert.equal(cold.program.engine, 'native');
+  assert.equal(cold.program.from_cache, false);
+  assert.ok(cold.program.compile_ms > 0);
+  assert.match(cold.log, /policy program: native code, compiled/);
+  assert.equal(warm.program.engine, 'native');
+  assert.equal(warm.program.from_cache, true);
+  assert.equal(warm.program.compile_ms, 0);
+  assert.equal(warm.program.cache_key, cold.program.cache_key);
+  assert.match(warm.log, /from the object cache: .*compilation skipped/);
+  assert.ok(fs.existsSync(path.join(cache, `${cold.program.cache_key}.o`)));
+  console.log(`program load: cold ${cold.program.load_ms.toFixed(1)} ms (compile ` +
+    `${cold.program.compile_ms.toFixed(1)} ms), warm ${warm.program.load_ms.toFixed(1)} ms`);
 });

@@ -10,5 +10,9 @@ if [[ ! -f "$here/node_modules/openai/package.json" ]]; then
   (cd "$here" && npm ci --no-audit --no-fund --loglevel=error)
 fi
 cd "$here/../.."
-KT_BIN="$kt" KT_SOURCE_DIR="$PWD" exec node --test --test-concurrency=1 --test-reporter=spec \
+# Compiled policy programs go to a cache of this run's own.
+KT_CACHE_DIR=$(mktemp -d)
+export KT_CACHE_DIR
+trap 'rm -rf "$KT_CACHE_DIR"' EXIT
+KT_BIN="$kt" KT_SOURCE_DIR="$PWD" node --test --test-concurrency=1 --test-reporter=spec \
   "$here/gateway_test.mjs" "$here/operations_test.mjs"
