@@ -31,8 +31,11 @@
 
 #include "runtime/abi/automaton.h"
 
-namespace kt {
+namespace llvm {
+class Module;
+}  // namespace llvm
 
+namespace kt {
 
 struct PatternMatch {
   uint32_t pattern = 0;
@@ -65,6 +68,9 @@ struct JitOptions {
   enum class Loop { kTable, kDirect };
   Loop loop = Loop::kTable;  // kDirect: one basic block per DFA state
   bool accelerate = true;    // vector skip loops for quiescent states
+  // Object cache for the compiled loops (empty: none; kTable loops only,
+  // the direct-coded ones embed addresses).
+  std::string cache_dir;
 };
 
 class PatternSet {
@@ -193,9 +199,27 @@ class StreamRedactor {
 // (the runtime helpers); anything else resolves against the process.
 class NativeObject {
  public:
-  static std::unique_ptr<NativeObject> Load(std::string_view object,
-                                            const std::vector<std::pair<std::string, const void*>>& symbols,
+  using Symbols = std::vector<std::pair<std::string, const void*>>;
+  static std::unique_ptr<NativeObject> Load(std::string_view object, const Symbols& symbols,
                                             std::string* error);
+
+  // How Build went.
+  struct BuildInfo {
+    bool from_cache = false;
+    double compile_ms = 0;  // optimisation + object emission (0 from the cache)
+    double link_ms = 0;
+    std::string key;          // the cache key
+    std::string cache_error;  // why the cache was not used or not written
+  };
+  // Compiles `module` (optimised at -O2) to a position-independent object
+  // and links it. With a `cache_dir`, the object is first looked up there
+  // under a SHA-256 of the module's IR, the target and the ABI version, and
+  // stored there after a compile; a damaged entry is recompiled and
+  // replaced. The module must not embed addresses of this process when a
+  // cache is used. `ir` (optional) receives the IR as given.
+  static std::unique_ptr<NativeObject> Build(llvm::Module& module, const std::string& cache_dir,
+                                             const Symbols& symbols, BuildInfo* info,
+                                             std::string* ir, std::string* error);
   ~NativeObject();
   NativeObject(const NativeObject&) = delete;
   NativeObject& operator=(const NativeObject&) = delete;

@@ -12,6 +12,7 @@
 #include <functional>
 
 #include "compiler/internal/automata.h"
+#include "compiler/internal/automata_cache.h"
 #include "compiler/internal/regex.h"
 
 namespace kt::internal {
@@ -1046,7 +1047,7 @@ void Checker::CompileCheck(Module* m, Span span, const std::string& what,
   AutomataLimits limits;
   limits.dfa_memory_budget = options_.dfa_memory_budget;
   limits.check_only = true;
-  AutomataResult r = BuildAutomata(trees, limits);
+  AutomataResult r = BuildAutomataCached(trees, limits, options_.object_cache_dir);
   if (!r.ok) {
     Report(m, DiagId::kRegexTooLarge, span, what + ": " + r.error,
            "split the pattern or reduce its repetition counts");

@@ -10,25 +10,14 @@
 
 #include <chrono>
 #include <cstddef>
-#include <filesystem>
-#include <fstream>
 #include <map>
 #include <set>
-#include <sstream>
 
-#include "llvm/ExecutionEngine/Orc/JITTargetMachineBuilder.h"
 #include "llvm/IR/IRBuilder.h"
 #include "llvm/IR/LLVMContext.h"
-#include "llvm/IR/LegacyPassManager.h"
 #include "llvm/IR/Module.h"
 #include "llvm/IR/Verifier.h"
-#include "llvm/Config/llvm-config.h"
-#include "llvm/MC/TargetRegistry.h"
-#include "llvm/Passes/PassBuilder.h"
-#include "llvm/Support/SHA256.h"
-#include "llvm/Support/TargetSelect.h"
 #include "llvm/Support/raw_ostream.h"
-#include "llvm/Target/TargetMachine.h"
 
 namespace kt::internal {
 
@@ -40,8 +29,6 @@ int StageIndex(const std::string& stage) {
 }
 
 namespace {
-
-namespace fs = std::filesystem;
 
 struct HelperDecl {
   const char* name;
@@ -643,81 +630,6 @@ double MsSince(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
 }
 
-std::string Hex(const std::array<uint8_t, 32>& digest, std::size_t bytes) {
-  static const char* kDigits = "0123456789abcdef";
-  std::string out;
-  for (std::size_t i = 0; i < bytes; ++i) {
-    out += kDigits[digest[i] >> 4];
-    out += kDigits[digest[i] & 15];
-  }
-  return out;
-}
-
-// Optimises the module and emits a relocatable object (position-independent,
-// so it links wherever the JIT maps it, in this process or a later one).
-bool CompileObject(llvm::Module* module, llvm::TargetMachine* tm, std::string* object,
-                   std::string* error) {
-  llvm::LoopAnalysisManager lam;
-  llvm::FunctionAnalysisManager fam;
-  llvm::CGSCCAnalysisManager cgam;
-  llvm::ModuleAnalysisManager mam;
-  llvm::PassBuilder pb(tm);
-  pb.registerModuleAnalyses(mam);
-  pb.registerCGSCCAnalyses(cgam);
-  pb.registerFunctionAnalyses(fam);
-  pb.registerLoopAnalyses(lam);
-  pb.crossRegisterProxies(lam, fam, cgam, mam);
-  llvm::ModulePassManager mpm = pb.buildPerModuleDefaultPipeline(llvm::OptimizationLevel::O2);
-  mpm.run(*module, mam);
-
-  llvm::SmallVector<char, 0> buffer;
-  llvm::raw_svector_ostream os(buffer);
-  llvm::legacy::PassManager pm;
-  if (tm->addPassesToEmitFile(pm, os, nullptr, llvm::CodeGenFileType::ObjectFile)) {
-    *error = "the target cannot emit object files";
-    return false;
-  }
-  pm.run(*module);
-  object->assign(buffer.begin(), buffer.end());
-  return true;
-}
-
-bool ReadFile(const fs::path& path, std::string* out) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return false;
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  *out = ss.str();
-  return static_cast<bool>(in) || in.eof();
-}
-
-// Writes atomically: a concurrent reader sees the old file or the new one.
-bool WriteFile(const fs::path& path, const std::string& data, std::string* error) {
-  std::error_code ec;
-  fs::create_directories(path.parent_path(), ec);
-  if (ec) {
-    *error = "cannot create " + path.parent_path().string() + ": " + ec.message();
-    return false;
-  }
-  fs::path tmp = path;
-  tmp += ".tmp" + std::to_string(::getpid());
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out.write(data.data(), static_cast<std::streamsize>(data.size()));
-    if (!out) {
-      *error = "cannot write " + tmp.string();
-      return false;
-    }
-  }
-  fs::rename(tmp, path, ec);
-  if (ec) {
-    *error = "cannot rename into " + path.string() + ": " + ec.message();
-    fs::remove(tmp, ec);
-    return false;
-  }
-  return true;
-}
-
 }  // namespace
 
 PolicyProgram::~PolicyProgram() = default;
@@ -727,12 +639,6 @@ std::unique_ptr<PolicyProgram> PolicyProgram::Build(const Program& program,
                                                     KtMatcher* matcher,
                                                     const ProgramOptions& options,
                                                     std::string* error) {
-  static const bool targets = [] {
-    llvm::InitializeNativeTarget();
-    llvm::InitializeNativeTargetAsmPrinter();
-    return true;
-  }();
-  (void)targets;
   std::unique_ptr<PolicyProgram> p(new PolicyProgram());
   auto t0 = std::chrono::steady_clock::now();
   {
@@ -742,24 +648,8 @@ std::unique_ptr<PolicyProgram> PolicyProgram::Build(const Program& program,
     }
   }
 
-  auto jtmb = llvm::orc::JITTargetMachineBuilder::detectHost();
-  if (!jtmb) {
-    *error = llvm::toString(jtmb.takeError());
-    return nullptr;
-  }
-  jtmb->setRelocationModel(llvm::Reloc::PIC_);
-  jtmb->setCodeModel(llvm::CodeModel::Small);
-  jtmb->setCodeGenOptLevel(llvm::CodeGenOptLevel::Default);
-  auto tm = jtmb->createTargetMachine();
-  if (!tm) {
-    *error = llvm::toString(tm.takeError());
-    return nullptr;
-  }
-
   llvm::LLVMContext ctx;
   auto module = std::make_unique<llvm::Module>("kt_policies", ctx);
-  module->setDataLayout((*tm)->createDataLayout());
-  module->setTargetTriple((*tm)->getTargetTriple().str());
   std::vector<const std::vector<const RegexNode*>*> set_trees;
   Codegen cg(resolution, module.get(), &set_trees);
   for (std::size_t s = 0; s < kStageNames.size(); ++s) cg.EmitStage(static_cast<int>(s), p->rules_[s]);
@@ -769,60 +659,20 @@ std::unique_ptr<PolicyProgram> PolicyProgram::Build(const Program& program,
     *error = "generated policy IR does not verify: " + verify_errors;
     return nullptr;
   }
-  {
-    llvm::raw_string_ostream ir_out(p->ir_);
-    module->print(ir_out, nullptr);
-  }
   p->stats_.codegen_ms = MsSince(t0);
 
-  // The cache key: everything the object depends on.
-  std::string keyed = p->ir_;
-  keyed += "\ntarget=" + (*tm)->getTargetTriple().str() + " cpu=" + (*tm)->getTargetCPU().str() +
-           " features=" + (*tm)->getTargetFeatureString().str() + " llvm=" LLVM_VERSION_STRING +
-           " abi=" + std::to_string(abi::kAbiVersion);
-  p->stats_.cache_key =
-      Hex(llvm::SHA256::hash(llvm::ArrayRef<uint8_t>(
-              reinterpret_cast<const uint8_t*>(keyed.data()), keyed.size())),
-          16);
-  fs::path cached;
-  std::string object;
-  if (!options.cache_dir.empty()) {
-    cached = fs::path(options.cache_dir) / (p->stats_.cache_key + ".o");
-    p->stats_.from_cache = ReadFile(cached, &object) && !object.empty();
-  }
-
-  auto link = [&]() -> bool {
-    auto t = std::chrono::steady_clock::now();
-    std::string why;
-    p->object_ = NativeObject::Load(object, HelperSymbols(), &why);
-    for (std::size_t s = 0; p->object_ != nullptr && s < kStageNames.size(); ++s) {
-      const void* fn = p->object_->Lookup(std::string("kt_stage_") + kStageNames[s], &why);
-      if (fn == nullptr) p->object_.reset();
-      p->entries_[s] = reinterpret_cast<abi::StageFn>(const_cast<void*>(fn));
-    }
-    p->stats_.link_ms = MsSince(t);
-    if (p->object_ == nullptr) *error = "linking the policy program failed: " + why;
-    return p->object_ != nullptr;
-  };
-
-  bool linked = false;
-  if (p->stats_.from_cache) {
-    linked = link();
-    if (!linked) {
-      // A damaged cache entry is recompiled and replaced, never trusted.
-      p->stats_.cache_error = *error;
-      p->stats_.from_cache = false;
-    }
-  }
-  if (!linked) {
-    auto t = std::chrono::steady_clock::now();
-    if (!CompileObject(module.get(), tm->get(), &object, error)) return nullptr;
-    p->stats_.compile_ms = MsSince(t);
-    if (!cached.empty()) {
-      std::string why;
-      if (!WriteFile(cached, object, &why)) p->stats_.cache_error = why;
-    }
-    if (!link()) return nullptr;
+  NativeObject::BuildInfo info;
+  p->object_ = NativeObject::Build(*module, options.cache_dir, HelperSymbols(), &info, &p->ir_, error);
+  p->stats_.from_cache = info.from_cache;
+  p->stats_.compile_ms = info.compile_ms;
+  p->stats_.link_ms = info.link_ms;
+  p->stats_.cache_key = info.key;
+  p->stats_.cache_error = info.cache_error;
+  if (p->object_ == nullptr) return nullptr;
+  for (std::size_t s = 0; s < kStageNames.size(); ++s) {
+    const void* fn = p->object_->Lookup(std::string("kt_stage_") + kStageNames[s], error);
+    if (fn == nullptr) return nullptr;
+    p->entries_[s] = reinterpret_cast<abi::StageFn>(const_cast<void*>(fn));
   }
 
   // Redactions are applied by the runtime, with sets resolved here once

@@ -22,6 +22,7 @@
 
 #include "compiler/compiler.h"
 #include "compiler/internal/automata.h"
+#include "compiler/internal/automata_cache.h"
 #include "compiler/internal/checker.h"
 #include "compiler/internal/codegen.h"
 #include "compiler/internal/test_runner.h"
@@ -43,7 +44,7 @@ const PatternSet& KtMatcher::Set(const std::vector<const RegexNode*>& trees) {
   if (set == nullptr) {
     AutomataLimits limits;
     limits.dfa_memory_budget = options_.dfa_memory_budget;
-    AutomataResult built = BuildAutomata(trees, limits);
+    AutomataResult built = BuildAutomataCached(trees, limits, options_.object_cache_dir);
     if (!built.ok) {
       // The checker compiled every pattern already; failing here means a
       // set too large for its budget, which must not read as "no match".
@@ -51,7 +52,11 @@ const PatternSet& KtMatcher::Set(const std::vector<const RegexNode*>& trees) {
     }
     built.tables.lazy_cache_bytes = options_.dfa_memory_budget;
     auto fresh = std::make_unique<PatternSet>(std::move(built.tables));
-    if (jit_) fresh->Jit();  // on failure the set keeps its table interpreter
+    if (jit_) {
+      JitOptions jit_options;
+      jit_options.cache_dir = options_.object_cache_dir;
+      fresh->Jit(nullptr, jit_options);  // on failure the set keeps its table interpreter
+    }
     std::unique_lock lock(mu_);
     auto& slot = sets_[trees];
     if (slot == nullptr) slot = std::move(fresh);

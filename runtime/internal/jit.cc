@@ -14,11 +14,25 @@
 // such states are left every few bytes.)
 #include "runtime/internal/jit.h"
 
+#include "runtime/abi/request_view.h"
+
 #include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <unistd.h>
 #include <map>
 #include <mutex>
 
+#include "llvm/ADT/ArrayRef.h"
+#include "llvm/Config/llvm-config.h"
+#include "llvm/ExecutionEngine/Orc/JITTargetMachineBuilder.h"
 #include "llvm/ExecutionEngine/Orc/LLJIT.h"
+#include "llvm/IR/LegacyPassManager.h"
+#include "llvm/Passes/PassBuilder.h"
+#include "llvm/Support/SHA256.h"
+#include "llvm/Target/TargetMachine.h"
 #include "llvm/ExecutionEngine/Orc/ThreadSafeModule.h"
 #include "llvm/IR/Constants.h"
 #include "llvm/IR/IRBuilder.h"
@@ -32,6 +46,8 @@
 
 namespace kt {
 namespace {
+
+namespace fs = std::filesystem;
 
 constexpr std::size_t kMaxVectorExits = 6;
 constexpr unsigned kVectorWidth = 16;
@@ -100,14 +116,20 @@ void EmitScan(llvm::Module& m, const JitTables& t, bool lazy, const std::string&
   auto* i8 = b.getInt8Ty();
   auto* i16 = b.getInt16Ty();
   auto* i64 = b.getInt64Ty();
-  auto [fn, p, n, state_ptr, next_tab, cls_tab] = DeclareScan(m, name);
-  (void)next_tab;  // states are row addresses: no table base needed
-  llvm::Value* threshold = b.getInt64(lazy ? 0 : t.Row(t.match_threshold));
+  // States are row addresses. The code holds no address: the first row's
+  // (`base`, passed in) is added at entry, so the object is relocatable and
+  // can be cached across processes.
+  auto [fn, p, n, state_ptr, base_ptr, cls_tab] = DeclareScan(m, name);
+  auto* entry = llvm::BasicBlock::Create(ctx, "entry", fn);
+  b.SetInsertPoint(entry);
+  llvm::Value* base = b.CreatePtrToInt(base_ptr, i64, "base");
+  llvm::Value* threshold =
+      lazy ? b.getInt64(0)
+           : b.CreateAdd(base, b.getInt64(uint64_t{t.match_threshold} * sizeof(uint64_t)), "threshold");
   auto special = [&](llvm::Value* s2) {
     return lazy ? b.CreateICmpSLT(s2, b.getInt64(0)) : b.CreateICmpUGE(s2, threshold);
   };
 
-  auto* entry = llvm::BasicBlock::Create(ctx, "entry", fn);
   auto* loop = llvm::BasicBlock::Create(ctx, "loop", fn);
   auto* dispatch = llvm::BasicBlock::Create(ctx, "dispatch", fn);
   auto* step = llvm::BasicBlock::Create(ctx, "step", fn);
@@ -116,7 +138,6 @@ void EmitScan(llvm::Module& m, const JitTables& t, bool lazy, const std::string&
   auto* found = llvm::BasicBlock::Create(ctx, "found", fn);
   auto* exit = llvm::BasicBlock::Create(ctx, "exit", fn);
 
-  b.SetInsertPoint(entry);
   llvm::Value* s0 = b.CreateLoad(i64, state_ptr, "s0");
   b.CreateBr(loop);
 
@@ -139,7 +160,7 @@ void EmitScan(llvm::Module& m, const JitTables& t, bool lazy, const std::string&
   step_i->addIncoming(i_phi, dispatch);
 
   b.SetInsertPoint(dispatch);
-  auto* sw = b.CreateSwitch(s_phi, step, t.accels.size());
+  auto* sw = b.CreateSwitch(b.CreateSub(s_phi, base), step, t.accels.size());
   auto* vty = llvm::FixedVectorType::get(i8, kVectorWidth);
   llvm::Function* cttz = llvm::Intrinsic::getDeclaration(&m, llvm::Intrinsic::cttz, {i16});
   for (const Accel& a : t.accels) {
@@ -147,7 +168,7 @@ void EmitScan(llvm::Module& m, const JitTables& t, bool lazy, const std::string&
     auto* body = llvm::BasicBlock::Create(ctx, "accel.body", fn);
     auto* hit = llvm::BasicBlock::Create(ctx, "accel.hit", fn);
     auto* done = llvm::BasicBlock::Create(ctx, "accel.done", fn);
-    sw->addCase(b.getInt64(t.Row(a.state)), head);
+    sw->addCase(b.getInt64(uint64_t{a.state} * sizeof(uint64_t)), head);
     b.SetInsertPoint(head);
     auto* ai = b.CreatePHI(i64, 2, "ai");
     ai->addIncoming(i_phi, dispatch);
@@ -224,7 +245,159 @@ void EmitScan(llvm::Module& m, const JitTables& t, bool lazy, const std::string&
   b.CreateRet(n);
 }
 
+std::string Hex(const std::array<uint8_t, 32>& digest, std::size_t bytes) {
+  static const char* kDigits = "0123456789abcdef";
+  std::string out;
+  for (std::size_t i = 0; i < bytes; ++i) {
+    out += kDigits[digest[i] >> 4];
+    out += kDigits[digest[i] & 15];
+  }
+  return out;
+}
+
+// Optimises the module and emits a relocatable object (position-independent,
+// so it links wherever the JIT maps it, in this process or a later one).
+bool CompileObject(llvm::Module* module, llvm::TargetMachine* tm, std::string* object,
+                   std::string* error) {
+  llvm::LoopAnalysisManager lam;
+  llvm::FunctionAnalysisManager fam;
+  llvm::CGSCCAnalysisManager cgam;
+  llvm::ModuleAnalysisManager mam;
+  llvm::PassBuilder pb(tm);
+  pb.registerModuleAnalyses(mam);
+  pb.registerCGSCCAnalyses(cgam);
+  pb.registerFunctionAnalyses(fam);
+  pb.registerLoopAnalyses(lam);
+  pb.crossRegisterProxies(lam, fam, cgam, mam);
+  llvm::ModulePassManager mpm = pb.buildPerModuleDefaultPipeline(llvm::OptimizationLevel::O2);
+  mpm.run(*module, mam);
+
+  llvm::SmallVector<char, 0> buffer;
+  llvm::raw_svector_ostream os(buffer);
+  llvm::legacy::PassManager pm;
+  if (tm->addPassesToEmitFile(pm, os, nullptr, llvm::CodeGenFileType::ObjectFile)) {
+    *error = "the target cannot emit object files";
+    return false;
+  }
+  pm.run(*module);
+  object->assign(buffer.begin(), buffer.end());
+  return true;
+}
+
+bool ReadFile(const fs::path& path, std::string* out) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return false;
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  *out = ss.str();
+  return static_cast<bool>(in) || in.eof();
+}
+
+// Writes atomically: a concurrent reader sees the old file or the new one.
+bool WriteFile(const fs::path& path, const std::string& data, std::string* error) {
+  std::error_code ec;
+  fs::create_directories(path.parent_path(), ec);
+  if (ec) {
+    *error = "cannot create " + path.parent_path().string() + ": " + ec.message();
+    return false;
+  }
+  fs::path tmp = path;
+  tmp += ".tmp" + std::to_string(::getpid());
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    out.write(data.data(), static_cast<std::streamsize>(data.size()));
+    if (!out) {
+      *error = "cannot write " + tmp.string();
+      return false;
+    }
+  }
+  fs::rename(tmp, path, ec);
+  if (ec) {
+    *error = "cannot rename into " + path.string() + ": " + ec.message();
+    fs::remove(tmp, ec);
+    return false;
+  }
+  return true;
+}
+
+
+// The host target, position-independent, for objects that may be cached.
+std::unique_ptr<llvm::TargetMachine> HostTarget(std::string* error) {
+  auto jtmb = llvm::orc::JITTargetMachineBuilder::detectHost();
+  if (!jtmb) {
+    *error = llvm::toString(jtmb.takeError());
+    return nullptr;
+  }
+  jtmb->setRelocationModel(llvm::Reloc::PIC_);
+  jtmb->setCodeModel(llvm::CodeModel::Small);
+  jtmb->setCodeGenOptLevel(llvm::CodeGenOptLevel::Default);
+  auto tm = jtmb->createTargetMachine();
+  if (!tm) {
+    *error = llvm::toString(tm.takeError());
+    return nullptr;
+  }
+  return std::move(*tm);
+}
+
+double MsSince(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+}
+
 }  // namespace
+
+std::unique_ptr<NativeObject> NativeObject::Build(llvm::Module& module, const std::string& cache_dir,
+                                                  const Symbols& symbols, BuildInfo* info,
+                                                  std::string* ir, std::string* error) {
+  if (Engine::Get(error) == nullptr) return nullptr;  // initialises the native target
+  std::unique_ptr<llvm::TargetMachine> tm = HostTarget(error);
+  if (tm == nullptr) return nullptr;
+  module.setDataLayout(tm->createDataLayout());
+  module.setTargetTriple(tm->getTargetTriple().str());
+  std::string text;
+  {
+    llvm::raw_string_ostream out(text);
+    module.print(out, nullptr);
+  }
+  // The key: everything the object depends on.
+  std::string keyed = text + "\ntarget=" + tm->getTargetTriple().str() +
+                      " cpu=" + tm->getTargetCPU().str() +
+                      " features=" + tm->getTargetFeatureString().str() +
+                      " llvm=" LLVM_VERSION_STRING " abi=" + std::to_string(abi::kAbiVersion);
+  info->key = Hex(llvm::SHA256::hash(llvm::ArrayRef<uint8_t>(
+                      reinterpret_cast<const uint8_t*>(keyed.data()), keyed.size())),
+                  16);
+  if (ir != nullptr) *ir = std::move(text);
+
+  fs::path cached;
+  std::string object;
+  if (!cache_dir.empty()) {
+    cached = fs::path(cache_dir) / (info->key + ".o");
+    if (ReadFile(cached, &object) && !object.empty()) {
+      auto t = std::chrono::steady_clock::now();
+      std::string why;
+      std::unique_ptr<NativeObject> linked = Load(object, symbols, &why);
+      info->link_ms = MsSince(t);
+      if (linked != nullptr) {
+        info->from_cache = true;
+        return linked;
+      }
+      // A damaged entry is recompiled and replaced, never trusted.
+      info->cache_error = "the cached object " + cached.string() + " did not link (" + why +
+                          "); recompiled";
+    }
+  }
+  auto t = std::chrono::steady_clock::now();
+  if (!CompileObject(&module, tm.get(), &object, error)) return nullptr;
+  info->compile_ms = MsSince(t);
+  if (!cached.empty()) {
+    std::string why;
+    if (!WriteFile(cached, object, &why)) info->cache_error = why;
+  }
+  t = std::chrono::steady_clock::now();
+  std::unique_ptr<NativeObject> linked = Load(object, symbols, error);
+  info->link_ms = MsSince(t);
+  return linked;
+}
 
 JitTables JitTables::From(const abi::Dfa& d) {
   JitTables t;
@@ -268,7 +441,7 @@ JitTables JitTables::From(const abi::Dfa& d) {
 }
 
 struct PatternJit::Handle {
-  llvm::orc::ResourceTrackerSP tracker;
+  std::unique_ptr<NativeObject> object;  // the set's loops, under their own tracker
 };
 
 // Direct-coded loop: one basic block per state, a switch on the byte class
@@ -348,21 +521,22 @@ std::unique_ptr<PatternJit> PatternJit::Compile(const abi::PatternSetTables& tab
   std::unique_ptr<PatternJit> result(new PatternJit());
   result->tables_ = &tables;
   auto ctx = std::make_unique<llvm::LLVMContext>();
-  uint64_t id = next_module_id++;
-  auto module = std::make_unique<llvm::Module>("kt_patterns_" + std::to_string(id), *ctx);
+  // Names are the same in every process (each object has a JITDylib of its
+  // own), so identical sets give identical IR: one cache entry.
+  auto module = std::make_unique<llvm::Module>("kt_patterns", *ctx);
   std::vector<std::string> names(tables.groups.size());
   for (std::size_t g = 0; g < tables.groups.size(); ++g) {
     result->jt_.emplace_back();
     if (tables.groups[g].lazy) {
       // Tables are built at scan time; the loop reads them through the
       // pointer it is given, and the flag bit marks entries to handle.
-      names[g] = "kt_scan_" + std::to_string(id) + "_" + std::to_string(g);
+      names[g] = "kt_scan_" + std::to_string(g);
       EmitScan(*module, result->jt_.back(), true, names[g]);
       continue;
     }
     result->jt_.back() = JitTables::From(tables.groups[g].forward);
     if (!options.accelerate) result->jt_.back().accels.clear();
-    names[g] = "kt_scan_" + std::to_string(id) + "_" + std::to_string(g);
+    names[g] = "kt_scan_" + std::to_string(g);
     if (options.loop == JitOptions::Loop::kDirect) {
       if (result->jt_.back().to_old.size() > 4096) {
         *error = "direct-coded loops are limited to 4096 states";
@@ -379,43 +553,25 @@ std::unique_ptr<PatternJit> PatternJit::Compile(const abi::PatternSetTables& tab
     *error = "generated IR does not verify: " + verify_errors;
     return nullptr;
   }
-  llvm::raw_string_ostream ir_out(result->ir_);
-  module->print(ir_out, nullptr);
-
-  std::lock_guard<std::mutex> lock(engine->mutex());
-  llvm::orc::LLJIT& jit = engine->jit();
+  // Direct-coded loops embed row addresses: never cached.
+  const std::string cache_dir = options.loop == JitOptions::Loop::kTable ? options.cache_dir : "";
   result->handle_ = std::make_unique<Handle>();
-  result->handle_->tracker = jit.getMainJITDylib().createResourceTracker();
-  if (auto err = jit.addIRModule(result->handle_->tracker,
-                                 llvm::orc::ThreadSafeModule(std::move(module), std::move(ctx)))) {
-    *error = llvm::toString(std::move(err));
-    return nullptr;
-  }
+  NativeObject::BuildInfo info;
+  result->handle_->object = NativeObject::Build(*module, cache_dir, {}, &info, &result->ir_, error);
+  if (result->handle_->object == nullptr) return nullptr;
   for (const std::string& name : names) {
     if (name.empty()) {
       result->fns_.push_back(nullptr);
       continue;
     }
-    auto sym = jit.lookup(name);
-    if (!sym) {
-      *error = llvm::toString(sym.takeError());
-      return nullptr;
-    }
-    result->fns_.push_back(sym->toPtr<ScanFn>());
+    const void* fn = result->handle_->object->Lookup(name, error);
+    if (fn == nullptr) return nullptr;
+    result->fns_.push_back(reinterpret_cast<ScanFn>(const_cast<void*>(fn)));
   }
   return result;
 }
 
-PatternJit::~PatternJit() {
-  if (handle_ != nullptr && handle_->tracker) {
-    std::string ignored;
-    Engine* engine = Engine::Get(&ignored);
-    if (engine != nullptr) {
-      std::lock_guard<std::mutex> lock(engine->mutex());
-      llvm::consumeError(handle_->tracker->remove());
-    }
-  }
-}
+PatternJit::~PatternJit() = default;
 
 struct NativeObject::Handle {
   llvm::orc::JITDylib* dylib = nullptr;

@@ -54,8 +54,9 @@ struct JitTables {
 // Returns the offset of the byte whose transition entered a match state, or
 // `n` if none did; `*state` holds the state after that byte (or at the end).
 // The tables are passed in rather than embedded in the code, so code size and
-// JIT time do not grow with the automaton.
-using ScanFn = uint64_t (*)(const uint8_t* p, uint64_t n, uint64_t* state, const uint32_t* next,
+// JIT time do not grow with the automaton, and the code holds no address
+// (`rows` is the first row of an eager table; lazy loops ignore it).
+using ScanFn = uint64_t (*)(const uint8_t* p, uint64_t n, uint64_t* state, const uint32_t* rows,
                             const uint8_t* byte_class, const void* unused);
 
 class PatternJit {
@@ -76,7 +77,8 @@ class PatternJit {
     uint64_t n = text.size();
     uint64_t i = 0;
     while (i < n) {
-      uint64_t r = fn(p + i, n - i, &s, nullptr, t.byte_class.data(), nullptr);
+      uint64_t r = fn(p + i, n - i, &s, reinterpret_cast<const uint32_t*>(t.rows.data()),
+                      t.byte_class.data(), nullptr);
       if (r == n - i) break;
       // The generated loop stopped before a byte that enters a match state.
       s = reinterpret_cast<const uint64_t*>(s)[t.byte_class[p[i + r]]];
