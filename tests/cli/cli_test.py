@@ -4,6 +4,7 @@ binary from the repository root (ctest sets the working directory)."""
 import json
 import pathlib
 import shutil
+import os
 import subprocess
 import sys
 import tempfile
@@ -12,8 +13,14 @@ KT = sys.argv[1]
 failures = []
 
 
+# Compiled programs go to a cache of this run's own.
+CACHE = tempfile.mkdtemp(prefix="kt-cli-cache-")
+ENV = dict(os.environ, KT_CACHE_DIR=CACHE)
+
+
 def run(*args, stdin=None):
-    return subprocess.run([KT, *args], capture_output=True, text=True, input=stdin, timeout=60)
+    return subprocess.run([KT, *args], capture_output=True, text=True, input=stdin, timeout=60,
+                          env=ENV)
 
 
 def check(name, cond, detail=""):
@@ -130,9 +137,11 @@ check("pattern explain prints sizes and times",
                                 ("nfa states:", "dfa states:", "byte classes:", "memory:",
                                  "compile:", "jit:")), r.stdout + r.stderr)
 r = run("policy", "explain", "--llvm", "examples/policies/quickstart.ktp")
-check("policy explain --llvm prints each set's scan loop",
-      r.returncode == 0 and r.stdout.count("; ---- stage ") == 2 and "define " in r.stdout,
-      r.stdout[:400] + r.stderr)
+check("policy explain --llvm prints the policy program, then each set's scan loop",
+      r.returncode == 0 and r.stdout.startswith("; ---- policy program")
+      and "define i32 @kt_stage_input(ptr %frame, ptr %view)" in r.stdout
+      and "block-prompt-injection.when" in r.stdout and "call i32 @kt_rt_fire" in r.stdout
+      and r.stdout.count("; ---- stage ") == 2, r.stdout[:400] + r.stderr)
 
 r = run("pattern", "explain", "[a-z]{10}x[a-z]{10}y")
 check("pattern explain says when a set runs lazily",
@@ -154,6 +163,14 @@ last = r.stdout.strip().splitlines()[-1] if r.stdout.strip() else ""
 check("policy test passes on examples and stdlib with an `N passed, 0 failed` line",
       r.returncode == 0 and last.endswith(" passed, 0 failed") and int(last.split()[0]) >= 40,
       r.stdout + r.stderr)
+native_last = last
+r = run("policy", "test", "--interpret", "examples/policies", "stdlib")
+last = r.stdout.strip().splitlines()[-1] if r.stdout.strip() else ""
+check("policy test --interpret (the AST interpreter) gives the same results",
+      r.returncode == 0 and last == native_last, r.stdout + r.stderr)
+check("compiled programs, scan loops and automata went to the object cache",
+      any(f.endswith(".o") for f in os.listdir(CACHE))
+      and os.path.isdir(os.path.join(CACHE, "automata")), str(os.listdir(CACHE)))
 r = run("policy", "test", "--json", "examples/policies/quickstart.ktp")
 data = json.loads(r.stdout)
 check("policy test --json has ok and per-test results",
@@ -206,5 +223,6 @@ r = run("policy", "fmt", "--check", *files)
 check(f"fmt --check passes on all {len(files)} repository .ktp files", r.returncode == 0,
       r.stdout + r.stderr)
 
+shutil.rmtree(CACHE, ignore_errors=True)
 print(f"{len(failures)} failed")
 sys.exit(1 if failures else 0)
