@@ -530,44 +530,68 @@ void BuildView(const StageInput& in, abi::RequestView* view, std::vector<abi::Me
   const Json& r = in.Request();
   messages->clear();
   tools->clear();
+  auto text = [](const Json& v, abi::Str* out) {
+    if (!v.is_string()) return false;
+    const std::string& s = v.get_ref<const std::string&>();
+    *out = abi::Str{s.data(), s.size()};
+    return true;
+  };
+  // One pass over each object's members (requests have a handful), rather
+  // than a tree lookup per field the view has.
   if (r.is_object()) {
-    str(r, "model", &view->model);
-    if (auto it = r.find("messages"); it != r.end() && it->is_array()) {
-      for (const Json& m : *it) {
-        abi::MessageView mv;
-        if (m.is_object()) {
-          str(m, "role", &mv.role);
-          str(m, "content", &mv.content);
-          mv.has_name = str(m, "name", &mv.name);
-          mv.has_tool_call_id = str(m, "tool_call_id", &mv.tool_call_id);
+    for (auto it = r.begin(); it != r.end(); ++it) {
+      const std::string& key = it.key();
+      const Json& v = it.value();
+      if (key == "model") {
+        text(v, &view->model);
+      } else if (key == "messages" && v.is_array()) {
+        for (const Json& m : v) {
+          abi::MessageView mv;
+          if (m.is_object()) {
+            for (auto f = m.begin(); f != m.end(); ++f) {
+              const std::string& k = f.key();
+              if (k == "role") {
+                text(f.value(), &mv.role);
+              } else if (k == "content") {
+                text(f.value(), &mv.content);
+              } else if (k == "name") {
+                mv.has_name = text(f.value(), &mv.name);
+              } else if (k == "tool_call_id") {
+                mv.has_tool_call_id = text(f.value(), &mv.tool_call_id);
+              }
+            }
+          }
+          messages->push_back(mv);
         }
-        messages->push_back(mv);
+      } else if (key == "tools" && v.is_array()) {
+        for (const Json& t : v) {
+          abi::ToolDefView tv;
+          if (t.is_object()) {
+            // Tools as the API sends them ({type, function: {...}}) or flat.
+            auto fn_it = t.find("function");
+            const Json& fn = fn_it != t.end() && fn_it->is_object() ? *fn_it : t;
+            if (auto n = fn.find("name"); n != fn.end()) text(*n, &tv.name);
+            if (auto d = fn.find("description"); d != fn.end()) {
+              tv.has_description = text(*d, &tv.description);
+            }
+            if (auto p = fn.find("parameters"); p != fn.end() && !p->is_null()) tv.parameters = &*p;
+          }
+          tools->push_back(tv);
+        }
+      } else if (key == "user") {
+        view->has_user = text(v, &view->user);
+      } else if (key == "stream" && v.is_boolean()) {
+        view->stream = v.get<bool>();
+      } else if (key == "max_tokens" && v.is_number_integer()) {
+        view->has_max_tokens = 1;
+        view->max_tokens = v.get<int64_t>();
+      } else if (key == "temperature" && v.is_number()) {
+        view->has_temperature = 1;
+        view->temperature = v.get<double>();
+      } else if (key == "metadata" && !v.is_null()) {
+        view->metadata = &v;
       }
     }
-    if (auto it = r.find("tools"); it != r.end() && it->is_array()) {
-      for (const Json& t : *it) {
-        abi::ToolDefView tv;
-        if (t.is_object()) {
-          // Tools as the API sends them ({type, function: {...}}) or flat.
-          const Json& fn = t.contains("function") && t["function"].is_object() ? t["function"] : t;
-          str(fn, "name", &tv.name);
-          tv.has_description = str(fn, "description", &tv.description);
-          if (auto p = fn.find("parameters"); p != fn.end() && !p->is_null()) tv.parameters = &*p;
-        }
-        tools->push_back(tv);
-      }
-    }
-    view->has_user = str(r, "user", &view->user);
-    if (auto it = r.find("stream"); it != r.end() && it->is_boolean()) view->stream = it->get<bool>();
-    if (auto it = r.find("max_tokens"); it != r.end() && it->is_number_integer()) {
-      view->has_max_tokens = 1;
-      view->max_tokens = it->get<int64_t>();
-    }
-    if (auto it = r.find("temperature"); it != r.end() && it->is_number()) {
-      view->has_temperature = 1;
-      view->temperature = it->get<double>();
-    }
-    if (auto it = r.find("metadata"); it != r.end() && !it->is_null()) view->metadata = &*it;
   }
   view->messages = messages->data();
   view->message_count = messages->size();
