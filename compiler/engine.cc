@@ -597,8 +597,18 @@ bool PolicyEngine::LimitsFor(const Json& request, const EvalContext& ctx,
   const Impl& im = *impl_;
   out->clear();
   if (im.limits.empty()) return true;
-  internal::StageInput in = im.Input("input", request, ctx);
+  internal::StageInput in = im.Input("input", request, ctx, /*borrow=*/true);
   try {
+    if (im.code != nullptr && im.code->limit_count() == im.limit_decls.size()) {
+      for (std::size_t i = 0; i < im.limit_decls.size(); ++i) {
+        LimitKey k{i, ""};
+        bool applies = true;
+        im.code->Limit(i, in, &applies, &k.key);
+        if (applies) out->push_back(std::move(k));
+      }
+      return true;
+    }
+    if (in.request_ref != nullptr) in.request = PolicyView(*in.request_ref), in.request_ref = nullptr;
     for (std::size_t i = 0; i < im.limit_decls.size(); ++i) {
       LimitKey k{i, ""};
       bool applies = true;

@@ -10,6 +10,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <cstring>
 #include <map>
 #include <set>
 
@@ -177,6 +178,42 @@ class Codegen {
     b_.CreateRet(b_.getInt32(0));
     b_.SetInsertPoint(stop);
     b_.CreateRet(b_.getInt32(1));
+  }
+
+  // `void kt_limit_<i>(frame, view, Value* when, Value* key)`: a limit's
+  // condition (true without one) and key (empty without one).
+  void EmitLimit(std::size_t i, const LimitDecl& limit) {
+    stage_ = static_cast<int>(StageId::kInput);  // limits are judged on the input
+    auto* fty = llvm::FunctionType::get(b_.getVoidTy(), {ptr_, ptr_, ptr_, ptr_}, false);
+    fn_ = llvm::Function::Create(fty, llvm::Function::ExternalLinkage,
+                                 "kt_limit_" + std::to_string(i), m_);
+    fn_->setDoesNotThrow();
+    frame_ = fn_->getArg(0);
+    view_ = fn_->getArg(1);
+    llvm::Value* when_out = fn_->getArg(2);
+    llvm::Value* key_out = fn_->getArg(3);
+    entry_ = llvm::BasicBlock::Create(ctx_, "entry", fn_);
+    auto* body = llvm::BasicBlock::Create(ctx_, "limit." + limit.name.value, fn_);
+    b_.SetInsertPoint(entry_);
+    b_.CreateBr(body);
+    b_.SetInsertPoint(body);
+    const Expr* when = nullptr;
+    const Expr* key = nullptr;
+    for (const LimitClause& c : limit.clauses) {
+      if (c.kind == LimitClauseKind::kWhen) when = c.expr.get();
+      if (c.kind == LimitClauseKind::kKey) key = c.expr.get();
+    }
+    if (when != nullptr) {
+      Emit(*when, when_out);
+    } else {
+      Store(when_out, abi::kBool, b_.getInt64(1));
+    }
+    if (key != nullptr) {
+      Emit(*key, key_out);
+    } else {
+      Store(key_out, abi::kStr, b_.CreatePtrToInt(StringConstant(""), i64_), b_.getInt64(0));
+    }
+    b_.CreateRetVoid();
   }
 
  private:
@@ -653,6 +690,14 @@ std::unique_ptr<PolicyProgram> PolicyProgram::Build(const Program& program,
   std::vector<const std::vector<const RegexNode*>*> set_trees;
   Codegen cg(resolution, module.get(), &set_trees);
   for (std::size_t s = 0; s < kStageNames.size(); ++s) cg.EmitStage(static_cast<int>(s), p->rules_[s]);
+  // Limits, in declaration order (the engine's order).
+  for (const auto& m : program.modules) {
+    if (m->ast == nullptr) continue;
+    for (const Decl& d : m->ast->decls) {
+      if (d.kind == DeclKind::kLimit) p->limits_.push_back(d.limit.get());
+    }
+  }
+  for (std::size_t i = 0; i < p->limits_.size(); ++i) cg.EmitLimit(i, *p->limits_[i]);
   std::string verify_errors;
   llvm::raw_string_ostream verify_out(verify_errors);
   if (llvm::verifyModule(*module, &verify_out)) {
@@ -673,6 +718,11 @@ std::unique_ptr<PolicyProgram> PolicyProgram::Build(const Program& program,
     const void* fn = p->object_->Lookup(std::string("kt_stage_") + kStageNames[s], error);
     if (fn == nullptr) return nullptr;
     p->entries_[s] = reinterpret_cast<abi::StageFn>(const_cast<void*>(fn));
+  }
+  for (std::size_t i = 0; i < p->limits_.size(); ++i) {
+    const void* fn = p->object_->Lookup("kt_limit_" + std::to_string(i), error);
+    if (fn == nullptr) return nullptr;
+    p->limit_fns_.push_back(reinterpret_cast<LimitFn>(const_cast<void*>(fn)));
   }
 
   // Redactions are applied by the runtime, with sets resolved here once

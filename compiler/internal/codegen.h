@@ -81,6 +81,12 @@ class PolicyProgram {
   bool Occurs(NativeRun* run, uint32_t set, std::string_view text) const;
   // Words per text in the stage's merged bitset (0: no merged set).
   std::size_t merged_words(int stage) const;
+  // Limit `i` (declaration order over the program's files) on the input:
+  // whether it applies (its `when` holds, or cannot be judged: a limit must
+  // not be escaped by a request policies cannot read) and its key ("" when
+  // it has none). Throws EvaluationError when a helper fails.
+  std::size_t limit_count() const { return limits_.size(); }
+  void Limit(std::size_t i, const StageInput& in, bool* applies, std::string* key) const;
   // The module's LLVM IR as generated (before optimisation).
   const std::string& ir() const { return ir_; }
   const ProgramStats& stats() const { return stats_; }
@@ -89,6 +95,9 @@ class PolicyProgram {
   PolicyProgram() = default;
   std::array<std::vector<const PolicyDecl*>, 3> rules_;
   std::array<abi::StageFn, 3> entries_{};
+  using LimitFn = void (*)(abi::Frame*, const abi::RequestView*, abi::Value* when, abi::Value* key);
+  std::vector<const LimitDecl*> limits_;
+  std::vector<LimitFn> limit_fns_;
   std::vector<const PatternSet*> sets_;
   std::vector<std::string> set_errors_;
   std::map<const Expr*, uint32_t> set_of_;  // redaction operands
@@ -100,7 +109,6 @@ class PolicyProgram {
     std::vector<std::vector<uint32_t>> slots;  // per program set; empty: not merged
   };
   std::array<StageScan, 3> scans_;
-  friend class Codegen;
   std::string ir_;
   ProgramStats stats_;
   std::unique_ptr<NativeObject> object_;

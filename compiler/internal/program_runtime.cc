@@ -622,4 +622,35 @@ void BuildView(const StageInput& in, abi::RequestView* view, std::vector<abi::Me
   }
 }
 
+void PolicyProgram::Limit(std::size_t i, const StageInput& in, bool* applies,
+                          std::string* key) const {
+  thread_local std::vector<abi::MessageView> messages;
+  thread_local std::vector<abi::ToolDefView> tools;
+  thread_local NativeRun::Memo memo;
+  abi::RequestView view;
+  BuildView(in, &view, &messages, &tools);
+  memo.count = 0;
+  memo.stride = merged_words(static_cast<int>(StageId::kInput));
+  NativeRun run;
+  run.program = this;
+  run.in = &in;
+  run.view = &view;
+  run.stage = static_cast<int>(StageId::kInput);
+  run.memo = &memo;
+  abi::Frame frame;
+  frame.runtime = &run;
+  abi::Value when, k;
+  limit_fns_[i](&frame, &view, &when, &k);
+  if (run.failed) throw EvaluationError(run.error);
+  // As the interpreter: a condition that cannot be judged counts the request.
+  *applies = when.tag == abi::kFail || (when.tag == abi::kBool && when.a != 0);
+  if (k.tag == abi::kFail) {
+    key->clear();
+  } else if (k.tag == abi::kStr) {
+    key->assign(TextOf(k));
+  } else {
+    *key = ToJson(k).dump();
+  }
+}
+
 }  // namespace kt::internal
