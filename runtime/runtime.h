@@ -233,6 +233,10 @@ class NativeObject {
   std::unique_ptr<Handle> handle_;
 };
 
+// Writes one object-cache entry atomically (temporary file, then rename)
+// and keeps its directory bounded (the oldest entries go past a cap).
+bool WriteCacheFile(const std::string& path, std::string_view bytes, std::string* error);
+
 }  // namespace kt
 
 #endif  // KT_RUNTIME_RUNTIME_H_

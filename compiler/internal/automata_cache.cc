@@ -3,8 +3,6 @@
 // private to this file and versioned by the key.
 #include "compiler/internal/automata_cache.h"
 
-#include <unistd.h>
-
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -13,6 +11,7 @@
 #include "llvm/ADT/ArrayRef.h"
 #include "llvm/Support/SHA256.h"
 #include "runtime/abi/request_view.h"
+#include "runtime/runtime.h"
 
 namespace kt::internal {
 namespace {
@@ -319,20 +318,9 @@ AutomataResult BuildAutomataCached(const std::vector<const RegexNode*>& patterns
   }
   AutomataResult built = BuildAutomata(patterns, limits);
   // Best effort: a cache that cannot be written costs the next load time,
-  // nothing else. Written to a temporary name, then renamed into place.
-  std::error_code ec;
-  fs::create_directories(path.parent_path(), ec);
-  if (!ec) {
-    fs::path tmp = path;
-    tmp += ".tmp" + std::to_string(::getpid());
-    std::string bytes = SerializeAutomata(built);
-    {
-      std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-      out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-    }
-    fs::rename(tmp, path, ec);
-    if (ec) fs::remove(tmp, ec);
-  }
+  // nothing else.
+  std::string ignored;
+  WriteCacheFile(path.string(), SerializeAutomata(built), &ignored);
   return built;
 }
 

@@ -16,6 +16,7 @@
 
 #include "runtime/abi/request_view.h"
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <filesystem>
@@ -293,34 +294,6 @@ bool ReadFile(const fs::path& path, std::string* out) {
   return static_cast<bool>(in) || in.eof();
 }
 
-// Writes atomically: a concurrent reader sees the old file or the new one.
-bool WriteFile(const fs::path& path, const std::string& data, std::string* error) {
-  std::error_code ec;
-  fs::create_directories(path.parent_path(), ec);
-  if (ec) {
-    *error = "cannot create " + path.parent_path().string() + ": " + ec.message();
-    return false;
-  }
-  fs::path tmp = path;
-  tmp += ".tmp" + std::to_string(::getpid());
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out.write(data.data(), static_cast<std::streamsize>(data.size()));
-    if (!out) {
-      *error = "cannot write " + tmp.string();
-      return false;
-    }
-  }
-  fs::rename(tmp, path, ec);
-  if (ec) {
-    *error = "cannot rename into " + path.string() + ": " + ec.message();
-    fs::remove(tmp, ec);
-    return false;
-  }
-  return true;
-}
-
-
 // The host target, position-independent, for objects that may be cached.
 std::unique_ptr<llvm::TargetMachine> HostTarget(std::string* error) {
   auto jtmb = llvm::orc::JITTargetMachineBuilder::detectHost();
@@ -391,7 +364,7 @@ std::unique_ptr<NativeObject> NativeObject::Build(llvm::Module& module, const st
   info->compile_ms = MsSince(t);
   if (!cached.empty()) {
     std::string why;
-    if (!WriteFile(cached, object, &why)) info->cache_error = why;
+    if (!WriteCacheFile(cached.string(), object, &why)) info->cache_error = why;
   }
   t = std::chrono::steady_clock::now();
   std::unique_ptr<NativeObject> linked = Load(object, symbols, error);
@@ -638,6 +611,46 @@ NativeObject::~NativeObject() {
   std::lock_guard<std::mutex> lock(engine->mutex());
   if (handle_->tracker) llvm::consumeError(handle_->tracker->remove());
   llvm::consumeError(engine->jit().getExecutionSession().removeJITDylib(*handle_->dylib));
+}
+
+// Written to a temporary name and renamed, so a concurrent reader sees the
+// old entry or the new one. The directory is bounded: past kMaxEntries
+// files, the least recently written quarter goes (a cache, not a store).
+bool WriteCacheFile(const std::string& file, std::string_view bytes, std::string* error) {
+  constexpr std::size_t kMaxEntries = 4096;
+  const fs::path path(file);
+  std::error_code ec;
+  fs::create_directories(path.parent_path(), ec);
+  if (ec) {
+    *error = "cannot create " + path.parent_path().string() + ": " + ec.message();
+    return false;
+  }
+  fs::path tmp = path;
+  tmp += ".tmp" + std::to_string(::getpid());
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+    if (!out) {
+      *error = "cannot write " + tmp.string();
+      fs::remove(tmp, ec);
+      return false;
+    }
+  }
+  fs::rename(tmp, path, ec);
+  if (ec) {
+    *error = "cannot rename into " + path.string() + ": " + ec.message();
+    fs::remove(tmp, ec);
+    return false;
+  }
+  std::vector<std::pair<fs::file_time_type, fs::path>> entries;
+  for (const auto& e : fs::directory_iterator(path.parent_path(), ec)) {
+    if (e.is_regular_file(ec)) entries.emplace_back(e.last_write_time(ec), e.path());
+  }
+  if (entries.size() > kMaxEntries) {
+    std::sort(entries.begin(), entries.end());
+    for (std::size_t i = 0; i < entries.size() / 4; ++i) fs::remove(entries[i].second, ec);
+  }
+  return true;
 }
 
 }  // namespace kt
