@@ -625,8 +625,11 @@ bool WriteCacheFile(const std::string& file, std::string_view bytes, std::string
     *error = "cannot create " + path.parent_path().string() + ": " + ec.message();
     return false;
   }
+  // Unique per process and per write: two threads storing the same entry
+  // must not share a temporary file.
+  static std::atomic<uint64_t> writes{0};
   fs::path tmp = path;
-  tmp += ".tmp" + std::to_string(::getpid());
+  tmp += ".tmp" + std::to_string(::getpid()) + "." + std::to_string(writes++);
   {
     std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
     out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
@@ -644,7 +647,9 @@ bool WriteCacheFile(const std::string& file, std::string_view bytes, std::string
   }
   std::vector<std::pair<fs::file_time_type, fs::path>> entries;
   for (const auto& e : fs::directory_iterator(path.parent_path(), ec)) {
-    if (e.is_regular_file(ec)) entries.emplace_back(e.last_write_time(ec), e.path());
+    if (e.is_regular_file(ec) && e.path().string().find(".tmp") == std::string::npos) {
+      entries.emplace_back(e.last_write_time(ec), e.path());
+    }
   }
   if (entries.size() > kMaxEntries) {
     std::sort(entries.begin(), entries.end());
