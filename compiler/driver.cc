@@ -330,8 +330,9 @@ ExplainResult Explain(const std::vector<std::string>& files, const Options& opti
     // The policy program first: the code every request runs.
     internal::KtMatcher matcher(options, /*jit=*/true);
     std::string error;
-    auto code = internal::PolicyProgram::Build(program, *program_resolution, &matcher,
-                                               internal::ProgramOptions(), &error);
+    internal::ProgramOptions po;
+    po.keep_ir = true;
+    auto code = internal::PolicyProgram::Build(program, *program_resolution, &matcher, po, &error);
     result.llvm = "; ---- policy program\n" +
                   (code != nullptr ? code->ir() : "; code generation failed: " + error + "\n") +
                   result.llvm;

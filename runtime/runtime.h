@@ -211,14 +211,16 @@ class NativeObject {
     std::string key;          // the cache key
     std::string cache_error;  // why the cache was not used or not written
   };
-  // Compiles `module` (optimised at -O2) to a position-independent object
-  // and links it. With a `cache_dir`, the object is first looked up there
-  // under a SHA-256 of the module's IR, the target and the ABI version, and
+  // Compiles `module` (optimised at -O2; with `quick`, no IR optimisation
+  // and fast instruction selection, for large modules of calls where
+  // compile time matters more than the last cycle) to a position-independent
+  // object and links it. With a `cache_dir`, the object is first looked up there
+  // under a SHA-256 of the module's bitcode, the target and the ABI version, and
   // stored there after a compile; a damaged entry is recompiled and
   // replaced. The module must not embed addresses of this process when a
-  // cache is used. `ir` (optional) receives the IR as given.
+  // cache is used. `ir` (optional) receives the IR as given, printed.
   static std::unique_ptr<NativeObject> Build(llvm::Module& module, const std::string& cache_dir,
-                                             const Symbols& symbols, BuildInfo* info,
+                                             const Symbols& symbols, bool quick, BuildInfo* info,
                                              std::string* ir, std::string* error);
   ~NativeObject();
   NativeObject(const NativeObject&) = delete;

@@ -187,11 +187,28 @@ int main() {
   char dir_template[] = "/tmp/kt-bench-cache-XXXXXX";
   const char* dir = mkdtemp(dir_template);
   if (dir == nullptr) return 1;
+  // And a large set: 1,000 generated policies (compile time must grow
+  // linearly with the number of rules).
+  {
+    std::string big;
+    for (int i = 0; i < 1000; ++i) {
+      big += "policy \"p" + std::to_string(i) + "\" {\n  on input\n  when any m in input.messages: "
+             "m.role == \"user\" and (lower(m.content) contains \"w" + std::to_string(i) +
+             "\" or len(m.content) > " + std::to_string(1000 + i) + ")\n  then block \"no\" code \"c" +
+             std::to_string(i) + "\"\n}\n\n";
+    }
+    std::string path = std::string(dir) + "/generated_1000.ktp";
+    std::FILE* f = std::fopen(path.c_str(), "w");
+    if (f == nullptr) return 1;
+    std::fwrite(big.data(), 1, big.size(), f);
+    std::fclose(f);
+    sets.push_back({"1,000 generated policies", {path}});
+  }
   for (const Set& set : sets) {
     for (int run = 0; run < 2; ++run) {
       kt::Options options;
       options.stdlib_paths = {root + "/stdlib"};
-      options.object_cache_dir = std::string(dir) + "/" + set.name;
+      options.object_cache_dir = std::string(dir) + "/cache-" + std::to_string(&set - sets.data());
       kt::SourceMap sources;
       kt::LintResult lint;
       auto engine = kt::PolicyEngine::Load(set.files, options, &sources, &lint);

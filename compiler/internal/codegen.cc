@@ -166,9 +166,10 @@ class Codegen {
       if (when == nullptr) {
         b_.CreateBr(fire);
       } else {
-        llvm::Value* slot = Slot(tag);
-        Emit(*when, slot);
-        b_.CreateCondBr(IsTrue(slot), fire, next);
+        llvm::Function* test = EmitCondition(
+            "kt_when_" + std::string(kStageNames[stage]) + "_" + std::to_string(i), *when);
+        llvm::Value* holds = b_.CreateCall(test, {frame_, view_});
+        b_.CreateCondBr(b_.CreateICmpNE(holds, b_.getInt32(0)), fire, next);
       }
       b_.SetInsertPoint(fire);
       llvm::Value* r = b_.CreateCall(helpers_.at("kt_rt_fire"), {frame_, b_.getInt32(i)});
@@ -178,6 +179,39 @@ class Codegen {
     b_.CreateRet(b_.getInt32(0));
     b_.SetInsertPoint(stop);
     b_.CreateRet(b_.getInt32(1));
+  }
+
+  // `uint32_t name(frame, view)`: 1 when the condition holds. Each rule's
+  // condition is a function of its own, not inlined: optimisation time then
+  // grows linearly with the number of rules (one function holding every
+  // rule of a 2,000-policy set took LLVM over a minute).
+  llvm::Function* EmitCondition(const std::string& name, const Expr& e) {
+    llvm::Function* saved_fn = fn_;
+    llvm::Value* saved_frame = frame_;
+    llvm::Value* saved_view = view_;
+    llvm::BasicBlock* saved_entry = entry_;
+    llvm::IRBuilderBase::InsertPoint saved_ip = b_.saveIP();
+    auto* fty = llvm::FunctionType::get(i32_, {ptr_, ptr_}, false);
+    fn_ = llvm::Function::Create(fty, llvm::Function::InternalLinkage, name, m_);
+    fn_->setDoesNotThrow();
+    fn_->addFnAttr(llvm::Attribute::NoInline);
+    frame_ = fn_->getArg(0);
+    view_ = fn_->getArg(1);
+    entry_ = llvm::BasicBlock::Create(ctx_, "entry", fn_);
+    auto* body = llvm::BasicBlock::Create(ctx_, "when", fn_);
+    b_.SetInsertPoint(entry_);
+    b_.CreateBr(body);
+    b_.SetInsertPoint(body);
+    llvm::Value* slot = Slot("cond");
+    Emit(e, slot);
+    b_.CreateRet(b_.CreateZExt(IsTrue(slot), i32_));
+    llvm::Function* made = fn_;
+    fn_ = saved_fn;
+    frame_ = saved_frame;
+    view_ = saved_view;
+    entry_ = saved_entry;
+    b_.restoreIP(saved_ip);
+    return made;
   }
 
   // `void kt_limit_<i>(frame, view, Value* when, Value* key)`: a limit's
@@ -707,7 +741,13 @@ std::unique_ptr<PolicyProgram> PolicyProgram::Build(const Program& program,
   p->stats_.codegen_ms = MsSince(t0);
 
   NativeObject::BuildInfo info;
-  p->object_ = NativeObject::Build(*module, options.cache_dir, HelperSymbols(), &info, &p->ir_, error);
+  // Quick compilation (no IR optimisation, fast instruction selection):
+  // the program is control flow around helper calls, and measured no slower
+  // to run than at -O2 (1.38 against 1.35 µs for the stdlib pack at 200 B,
+  // 2.77 against 2.83 at 1 KB), while compiling 17 times faster (500
+  // policies: 0.38 s against 6.6 s). docs/architecture.md has the decision.
+  p->object_ = NativeObject::Build(*module, options.cache_dir, HelperSymbols(), /*quick=*/true,
+                                   &info, options.keep_ir ? &p->ir_ : nullptr, error);
   p->stats_.from_cache = info.from_cache;
   p->stats_.compile_ms = info.compile_ms;
   p->stats_.link_ms = info.link_ms;

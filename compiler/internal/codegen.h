@@ -42,6 +42,9 @@ struct NativeRun;
 struct ProgramOptions {
   // Directory of the object cache; empty: no cache.
   std::string cache_dir;
+  // Keep the module's IR as text (`explain --llvm`); printing it costs more
+  // than compiling a large program quickly.
+  bool keep_ir = false;
 };
 
 // Where a program's time went, and whether the cache served it.
@@ -87,7 +90,7 @@ class PolicyProgram {
   // it has none). Throws EvaluationError when a helper fails.
   std::size_t limit_count() const { return limits_.size(); }
   void Limit(std::size_t i, const StageInput& in, bool* applies, std::string* key) const;
-  // The module's LLVM IR as generated (before optimisation).
+  // The module's LLVM IR as generated (before optimisation), when kept.
   const std::string& ir() const { return ir_; }
   const ProgramStats& stats() const { return stats_; }
 

@@ -27,6 +27,7 @@
 #include <mutex>
 
 #include "llvm/ADT/ArrayRef.h"
+#include "llvm/Bitcode/BitcodeWriter.h"
 #include "llvm/Config/llvm-config.h"
 #include "llvm/ExecutionEngine/Orc/JITTargetMachineBuilder.h"
 #include "llvm/ExecutionEngine/Orc/LLJIT.h"
@@ -258,7 +259,7 @@ std::string Hex(const std::array<uint8_t, 32>& digest, std::size_t bytes) {
 
 // Optimises the module and emits a relocatable object (position-independent,
 // so it links wherever the JIT maps it, in this process or a later one).
-bool CompileObject(llvm::Module* module, llvm::TargetMachine* tm, std::string* object,
+bool CompileObject(llvm::Module* module, llvm::TargetMachine* tm, bool quick, std::string* object,
                    std::string* error) {
   llvm::LoopAnalysisManager lam;
   llvm::FunctionAnalysisManager fam;
@@ -270,7 +271,8 @@ bool CompileObject(llvm::Module* module, llvm::TargetMachine* tm, std::string* o
   pb.registerFunctionAnalyses(fam);
   pb.registerLoopAnalyses(lam);
   pb.crossRegisterProxies(lam, fam, cgam, mam);
-  llvm::ModulePassManager mpm = pb.buildPerModuleDefaultPipeline(llvm::OptimizationLevel::O2);
+  llvm::ModulePassManager mpm = quick ? pb.buildO0DefaultPipeline(llvm::OptimizationLevel::O0)
+                                       : pb.buildPerModuleDefaultPipeline(llvm::OptimizationLevel::O2);
   mpm.run(*module, mam);
 
   llvm::SmallVector<char, 0> buffer;
@@ -295,7 +297,7 @@ bool ReadFile(const fs::path& path, std::string* out) {
 }
 
 // The host target, position-independent, for objects that may be cached.
-std::unique_ptr<llvm::TargetMachine> HostTarget(std::string* error) {
+std::unique_ptr<llvm::TargetMachine> HostTarget(bool quick, std::string* error) {
   auto jtmb = llvm::orc::JITTargetMachineBuilder::detectHost();
   if (!jtmb) {
     *error = llvm::toString(jtmb.takeError());
@@ -303,7 +305,7 @@ std::unique_ptr<llvm::TargetMachine> HostTarget(std::string* error) {
   }
   jtmb->setRelocationModel(llvm::Reloc::PIC_);
   jtmb->setCodeModel(llvm::CodeModel::Small);
-  jtmb->setCodeGenOptLevel(llvm::CodeGenOptLevel::Default);
+  jtmb->setCodeGenOptLevel(quick ? llvm::CodeGenOptLevel::None : llvm::CodeGenOptLevel::Default);
   auto tm = jtmb->createTargetMachine();
   if (!tm) {
     *error = llvm::toString(tm.takeError());
@@ -319,27 +321,34 @@ double MsSince(std::chrono::steady_clock::time_point t0) {
 }  // namespace
 
 std::unique_ptr<NativeObject> NativeObject::Build(llvm::Module& module, const std::string& cache_dir,
-                                                  const Symbols& symbols, BuildInfo* info,
-                                                  std::string* ir, std::string* error) {
+                                                  const Symbols& symbols, bool quick,
+                                                  BuildInfo* info, std::string* ir,
+                                                  std::string* error) {
   if (Engine::Get(error) == nullptr) return nullptr;  // initialises the native target
-  std::unique_ptr<llvm::TargetMachine> tm = HostTarget(error);
+  std::unique_ptr<llvm::TargetMachine> tm = HostTarget(quick, error);
   if (tm == nullptr) return nullptr;
   module.setDataLayout(tm->createDataLayout());
   module.setTargetTriple(tm->getTargetTriple().str());
-  std::string text;
+  // The key: everything the object depends on. The module is hashed as
+  // bitcode (deterministic, and a fraction of the cost of printing it: a
+  // 2,000-policy program is tens of megabytes of IR text).
+  std::string keyed;
   {
-    llvm::raw_string_ostream out(text);
-    module.print(out, nullptr);
+    llvm::raw_string_ostream out(keyed);
+    llvm::WriteBitcodeToFile(module, out);
   }
-  // The key: everything the object depends on.
-  std::string keyed = text + "\ntarget=" + tm->getTargetTriple().str() +
+  keyed += "\ntarget=" + tm->getTargetTriple().str() +
                       " cpu=" + tm->getTargetCPU().str() +
                       " features=" + tm->getTargetFeatureString().str() +
-                      " llvm=" LLVM_VERSION_STRING " abi=" + std::to_string(abi::kAbiVersion);
+                      " llvm=" LLVM_VERSION_STRING " abi=" + std::to_string(abi::kAbiVersion) +
+                      (quick ? " quick" : "");
   info->key = Hex(llvm::SHA256::hash(llvm::ArrayRef<uint8_t>(
                       reinterpret_cast<const uint8_t*>(keyed.data()), keyed.size())),
                   16);
-  if (ir != nullptr) *ir = std::move(text);
+  if (ir != nullptr) {
+    llvm::raw_string_ostream out(*ir);
+    module.print(out, nullptr);
+  }
 
   fs::path cached;
   std::string object;
@@ -360,7 +369,7 @@ std::unique_ptr<NativeObject> NativeObject::Build(llvm::Module& module, const st
     }
   }
   auto t = std::chrono::steady_clock::now();
-  if (!CompileObject(&module, tm.get(), &object, error)) return nullptr;
+  if (!CompileObject(&module, tm.get(), quick, &object, error)) return nullptr;
   info->compile_ms = MsSince(t);
   if (!cached.empty()) {
     std::string why;
@@ -530,7 +539,8 @@ std::unique_ptr<PatternJit> PatternJit::Compile(const abi::PatternSetTables& tab
   const std::string cache_dir = options.loop == JitOptions::Loop::kTable ? options.cache_dir : "";
   result->handle_ = std::make_unique<Handle>();
   NativeObject::BuildInfo info;
-  result->handle_->object = NativeObject::Build(*module, cache_dir, {}, &info, &result->ir_, error);
+  result->handle_->object =
+      NativeObject::Build(*module, cache_dir, {}, /*quick=*/false, &info, &result->ir_, error);
   if (result->handle_->object == nullptr) return nullptr;
   for (const std::string& name : names) {
     if (name.empty()) {
