@@ -360,6 +360,7 @@ class PolicyEngine {
     bool native = false;
     bool from_cache = false;
     double load_ms = 0;     // all of Load: parse, check, patterns, program
+    double check_ms = 0;    // of which parsing and checking (the rest: compile + JIT)
     double codegen_ms = 0;  // AST -> LLVM IR
     double compile_ms = 0;  // optimisation + object emission (0 from the cache)
     double link_ms = 0;

@@ -340,6 +340,8 @@ std::shared_ptr<const PolicyEngine> PolicyEngine::Load(const std::vector<std::st
   Impl& im = *engine->impl_;
   im.options = options;
   im.set = internal::LoadAndCheck(files, options, sources);
+  im.info.check_ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   *lint = im.set.lint;
   if (im.set.error_count > 0 || im.set.checked.resolution == nullptr) return nullptr;
   const internal::Resolution& res = *im.set.checked.resolution;
