@@ -519,7 +519,7 @@ std::shared_ptr<const PolicyEngine> PolicyEngine::Load(const std::vector<std::st
       im.info.note = "code generation failed, interpreting: " + error;
     }
   } else {
-    im.info.note = "interpreter (native code disabled)";
+    im.info.note = "native code disabled (--interpret)";
   }
   im.info.load_ms =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
@@ -610,7 +610,11 @@ bool PolicyEngine::LimitsFor(const Json& request, const EvalContext& ctx,
       }
       return true;
     }
-    if (in.request_ref != nullptr) in.request = PolicyView(*in.request_ref), in.request_ref = nullptr;
+    if (in.request_ref != nullptr) {
+      // The interpreter reads the request as policies see it.
+      in.request = PolicyView(*in.request_ref);
+      in.request_ref = nullptr;
+    }
     for (std::size_t i = 0; i < im.limit_decls.size(); ++i) {
       LimitKey k{i, ""};
       bool applies = true;

@@ -598,7 +598,10 @@ Json ProgramJson(const PolicyEngine& engine) {
 std::string ProgramSummary(const PolicyEngine& engine) {
   const PolicyEngine::ProgramInfo& p = engine.program_info();
   char buf[256];
-  if (!p.native) return "interpreter (" + p.note + ")";
+  if (!p.native) {
+    std::snprintf(buf, sizeof buf, "interpreted: loaded in %.1f ms; ", p.load_ms);
+    return buf + p.note;
+  }
   if (p.from_cache) {
     std::snprintf(buf, sizeof buf,
                   "native code from the object cache: loaded in %.1f ms (parse + check %.1f ms, "
