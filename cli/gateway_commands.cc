@@ -39,6 +39,15 @@ void AddGatewayCommands(CLI::App* app, CommonOptions* common, int* exit_code) {
                 "record prompt text in the audit trail (off: prompts are never written)");
   run->add_option("--max-body-bytes", options->max_body_bytes, "largest request body (413 above)")
       ->capture_default_str();
+  run->add_option("--max-upstream-body-bytes", options->max_upstream_body_bytes,
+                  "largest upstream response body (502 above)")
+      ->capture_default_str();
+  run->add_option("--client-timeout-ms", options->client_timeout_ms,
+                  "time to receive one request (408 after)")
+      ->capture_default_str();
+  run->add_option("--idle-timeout-ms", options->idle_timeout_ms,
+                  "keep-alive connection idle time between requests")
+      ->capture_default_str();
   run->add_option("--connect-timeout-ms", options->connect_timeout_ms, "upstream connect timeout")
       ->capture_default_str();
   run->add_option("--first-byte-timeout-ms", options->first_byte_timeout_ms,

@@ -69,6 +69,36 @@ asio::awaitable<bool> Write(beast::tcp_stream& stream, Response& res) {
   co_return !ec && res.keep_alive();
 }
 
+// A request the parser refused as malformed HTTP (not a close or a timeout).
+bool IsMalformed(const beast::error_code& ec) {
+  static const auto& category = http::make_error_code(http::error::bad_value).category();
+  return ec && ec.category() == category && ec != http::error::end_of_stream &&
+         ec != http::error::partial_message && ec != http::error::body_limit &&
+         ec != http::error::header_limit && ec != http::error::need_more;
+}
+
+// Framing the gateway refuses although the parser accepted it: a transfer
+// coding other than exactly `chunked` (Beast reads `chunked, identity` as
+// no body, so the body would be read as the next request: smuggling), more
+// than one Transfer-Encoding field, or Transfer-Encoding with Content-Length.
+std::string FramingError(const http::request_parser<http::string_body>::value_type& head) {
+  std::size_t codings = head.count(http::field::transfer_encoding);
+  if (codings == 0) return "";
+  if (codings > 1) return "more than one Transfer-Encoding field";
+  std::string_view te(head[http::field::transfer_encoding].data(),
+                      head[http::field::transfer_encoding].size());
+  while (!te.empty() && (te.front() == ' ' || te.front() == '\t')) te.remove_prefix(1);
+  while (!te.empty() && (te.back() == ' ' || te.back() == '\t')) te.remove_suffix(1);
+  if (!beast::iequals(beast::string_view(te.data(), te.size()), "chunked")) {
+    return "Transfer-Encoding `" + std::string(te.substr(0, 64)) +
+           "` is not supported (only `chunked`)";
+  }
+  if (head.count(http::field::content_length) > 0) {
+    return "a request with both Transfer-Encoding and Content-Length";
+  }
+  return "";
+}
+
 // What a handler did: filled in the response for the caller to write, or
 // streamed its own (and the connection ends).
 enum class Handled { kReply, kStreamed, kStreamedOpen };
@@ -85,6 +115,22 @@ std::vector<std::pair<std::string, std::string>> PassThroughHeaders(const Upstre
     if (!v.empty()) out.emplace_back(h, v);
   }
   return out;
+}
+
+// Content parts are objects with a string `type`, and a text part's `text`
+// is a string: anything else (a part nested in a list, say) would pass the
+// policies unread, so it is refused.
+std::string ValidateContentParts(const Json& parts, const std::string& at) {
+  for (std::size_t j = 0; j < parts.size(); ++j) {
+    const Json& p = parts[j];
+    std::string here = at + "[" + std::to_string(j) + "]";
+    if (!p.is_object()) return here + "` must be an object (a content part)";
+    if (!p.contains("type") || !p["type"].is_string()) return here + ".type` must be a string";
+    if (p["type"] == "text" && (!p.contains("text") || !p["text"].is_string())) {
+      return here + ".text` must be a string";
+    }
+  }
+  return "";
 }
 
 // Checks what the pipeline relies on; the message names the field.
@@ -105,6 +151,13 @@ std::string ValidateChatRequest(const Json& body) {
     if (m.contains("content") && !m["content"].is_string() && !m["content"].is_array() &&
         !m["content"].is_null()) {
       return at + ".content` must be a string, a list of parts or null";
+    }
+    if (m.contains("content") && m["content"].is_array()) {
+      std::string part_error = ValidateContentParts(m["content"], at + ".content");
+      if (!part_error.empty()) return part_error;
+    }
+    if (m.contains("tool_calls") && !m["tool_calls"].is_array() && !m["tool_calls"].is_null()) {
+      return at + ".tool_calls` must be a list";
     }
   }
   if (body.contains("stream") && !body["stream"].is_boolean() && !body["stream"].is_null()) {
@@ -231,10 +284,11 @@ asio::awaitable<Handled> ChatCompletions(Gateway* g, beast::tcp_stream& stream,
     co_return Handled::kReply;
   }
   x->policy_version = engine->version();
-  Json body = Json::parse(req.body(), nullptr, false);
-  if (body.is_discarded()) {
+  Json body;
+  std::string parse_error;
+  if (!ParseJsonStrict(req.body(), &body, &parse_error)) {
     *res = ErrorResponse(g, x, 422, "validation_error", "invalid_json",
-                         "the request body is not valid JSON", keep_alive);
+                         "the request body is not valid JSON: " + parse_error, keep_alive);
     co_return Handled::kReply;
   }
   std::string invalid = ValidateChatRequest(body);
@@ -313,6 +367,8 @@ asio::awaitable<Handled> ChatCompletions(Gateway* g, beast::tcp_stream& stream,
     up.set(http::field::content_type, "application/json");
     up.set(http::field::user_agent, "kt-gateway");
     up.set(http::field::accept, x->stream ? "text/event-stream" : "application/json");
+    // Policies read plain bytes: a compressed answer is refused, not guessed.
+    up.set(http::field::accept_encoding, "identity");
     const std::string key = route.api_key.empty() ? x->client_key : route.api_key;
     if (!key.empty()) {
       if (route.auth_header.empty() || route.auth_header == "authorization") {
@@ -337,6 +393,18 @@ asio::awaitable<Handled> ChatCompletions(Gateway* g, beast::tcp_stream& stream,
       x->upstream_us = MonoMicros() - up0;
       *res = ErrorResponse(g, x, UpstreamStatusOf(ex->failure()), "upstream_error",
                            UpstreamCodeOf(ex->failure()), ex->error(), keep_alive);
+      co_return Handled::kReply;
+    }
+    if (ex->status() >= 300 && ex->status() <= 399) {
+      // Never followed: a redirect would send the request (and its key)
+      // somewhere no operator configured.
+      x->upstream_us = MonoMicros() - up0;
+      ex->Cancel();
+      *res = ErrorResponse(g, x, 502, "upstream_error", "upstream_redirect",
+                           "the upstream answered " + std::to_string(ex->status()) +
+                               " (redirect to `" + ex->header("location").substr(0, 200) +
+                               "`); the gateway does not follow redirects",
+                           keep_alive);
       co_return Handled::kReply;
     }
     if (ex->status() < 200 || ex->status() > 299) {
@@ -375,10 +443,13 @@ asio::awaitable<Handled> ChatCompletions(Gateway* g, beast::tcp_stream& stream,
                              UpstreamCodeOf(ex->failure()), ex->error(), keep_alive);
         co_return Handled::kReply;
       }
-      response = Json::parse(text, nullptr, false);
-      if (response.is_discarded() || !response.is_object()) {
-        *res = ErrorResponse(g, x, 502, "upstream_error", "invalid_upstream_response",
-                             "the upstream response is not a JSON object", keep_alive);
+      std::string parse_error;
+      if (!ParseJsonStrict(text, &response, &parse_error) || !response.is_object()) {
+        *res = ErrorResponse(
+            g, x, 502, "upstream_error", "invalid_upstream_response",
+            "the upstream response is not a JSON object" +
+                (parse_error.empty() ? std::string() : ": " + parse_error),
+            keep_alive);
         co_return Handled::kReply;
       }
     }
@@ -773,17 +844,19 @@ asio::awaitable<void> Session(tcp::socket socket, Gateway* g, UpstreamPool* pool
       break;
     }
     // A Content-Length over the limit fails the header read already.
-    if (ec && ec != http::error::body_limit) break;  // closed, timed out, or not HTTP
+    if (ec && ec != http::error::body_limit && !IsMalformed(ec)) break;  // closed or timed out
+    std::string framing = ec ? "" : FramingError(parser.get());
     stream.expires_after(
         std::chrono::milliseconds(static_cast<int64_t>(g->options.client_timeout_ms)));
     auto& head = parser.get();
-    if (!ec && !parser.is_done() && beast::iequals(head[http::field::expect], "100-continue")) {
+    if (!ec && framing.empty() && !parser.is_done() &&
+        beast::iequals(head[http::field::expect], "100-continue")) {
       // A client that asks first (curl, for large bodies) would otherwise
       // wait its timeout (a second for curl) before sending the body.
       http::response<http::empty_body> go_on{http::status::continue_, 11};
       co_await http::async_write(stream, go_on, Redirect(ec));
     }
-    if (!ec) {
+    if (!ec && framing.empty()) {
       co_await http::async_read(stream, buffer, parser, Redirect(ec));
     }
     // Ids and correlation headers first: every answer, errors included,
@@ -808,6 +881,20 @@ asio::awaitable<void> Session(tcp::socket socket, Gateway* g, UpstreamPool* pool
           g, &x, 413, "validation_error", "request_too_large",
           "the request body exceeds " + std::to_string(g->options.max_body_bytes) + " bytes",
           false);
+      co_await Write(stream, r);
+      co_await Linger(stream, buffer);
+      co_return;
+    }
+    if (!framing.empty() || IsMalformed(ec)) {
+      // Not one well-framed request: answered, audited, and the connection
+      // closed (what follows cannot be trusted to start a request).
+      if (x.path.empty()) x.path = "(unparsed)";
+      const bool te = framing.rfind("Transfer-Encoding `", 0) == 0;  // an unknown coding
+      Response r = ErrorResponse(g, &x, te ? 501 : 400, "invalid_request_error",
+                                 te ? "unsupported_transfer_encoding" : "bad_request",
+                                 framing.empty() ? "malformed HTTP request: " + ec.message()
+                                                 : framing,
+                                 false);
       co_await Write(stream, r);
       co_await Linger(stream, buffer);
       co_return;

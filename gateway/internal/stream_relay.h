@@ -35,8 +35,9 @@ class StreamRelay {
       *out += "data: [DONE]\n\n";
       return true;
     }
-    Json chunk = Json::parse(ev.data, nullptr, false);
-    if (chunk.is_discarded() || !chunk.is_object()) {
+    Json chunk;
+    std::string parse_error;
+    if (!ParseJsonStrict(ev.data, &chunk, &parse_error) || !chunk.is_object()) {
       return Fail(out, "upstream_error", "malformed_upstream_stream",
                   "the upstream sent a stream event that is not JSON");
     }
@@ -54,7 +55,9 @@ class StreamRelay {
     if (chunk.contains("choices") && chunk["choices"].is_array()) {
       for (Json& choice : chunk["choices"]) {
         if (!choice.is_object()) continue;
-        int index = choice.value("index", 0);
+        int index = choice.contains("index") && choice["index"].is_number_integer()
+                        ? choice["index"].get<int>()
+                        : 0;
         if (index < 0 || index > 127) index = 0;
         Json& delta = choice["delta"];
         if (!delta.is_object()) delta = Json::object();

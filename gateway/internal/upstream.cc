@@ -21,6 +21,7 @@ namespace {
 std::string KeyOf(const Url& url) {
   return (url.tls ? "https://" : "http://") + url.host + ":" + url.port;
 }
+bool IsInterim(int status) { return status >= 100 && status < 200 && status != 101; }
 std::chrono::milliseconds Ms(double ms) {
   return std::chrono::milliseconds(static_cast<int64_t>(ms < 1 ? 1 : ms));
 }
@@ -69,12 +70,18 @@ UpstreamExchange::UpstreamExchange(UpstreamPool* pool, Url url, std::size_t max_
     : pool_(pool), url_(std::move(url)), max_body_(max_body) {}
 
 UpstreamExchange::~UpstreamExchange() {
-  // A completely read keep-alive response leaves a reusable connection.
-  if (conn_ != nullptr && done_ && failure_ == UpstreamFailure::kNone && parser_ != nullptr &&
-      parser_->keep_alive()) {
+  // Only a response read to its end, on a keep-alive connection with no
+  // stray bytes after it, leaves a reusable connection; anything else is
+  // closed, so no request ever reads another's answer.
+  if (conn_ == nullptr) return;
+  if (done_ && failure_ == UpstreamFailure::kNone && parser_ != nullptr && parser_->is_done() &&
+      parser_->keep_alive() && conn_->buffer.size() == 0) {
     conn_->reused = false;
     pool_->Give(std::move(conn_));
+    return;
   }
+  beast::error_code ignored;
+  conn_->tcp().socket().close(ignored);
 }
 
 bool UpstreamExchange::Fail(UpstreamFailure f, const beast::error_code& ec, std::string what) {
@@ -148,9 +155,7 @@ asio::awaitable<bool> UpstreamExchange::Start(http::request<http::string_body> r
     } else {
       co_await http::async_write(conn_->tcp(), request, redirect(ec));
     }
-    parser_ = std::make_unique<http::response_parser<http::buffer_body>>();
-    parser_->header_limit(64 << 10);
-    parser_->body_limit(boost::none);  // bounded by max_body_ as it is read
+    parser_ = NewParser();
     if (!ec) {
       if (conn_->tls) {
         co_await http::async_read_header(conn_->stream, conn_->buffer, *parser_, redirect(ec));
@@ -158,7 +163,35 @@ asio::awaitable<bool> UpstreamExchange::Start(http::request<http::string_body> r
         co_await http::async_read_header(conn_->tcp(), conn_->buffer, *parser_, redirect(ec));
       }
     }
-    if (!ec) co_return true;
+    // Interim responses (100 Continue, 103 Early Hints) precede the real
+    // one: skip them, each with a fresh parser, within the same deadline.
+    for (int interim = 0; !ec && interim < 8 && IsInterim(status()); ++interim) {
+      parser_ = NewParser();
+      if (conn_->tls) {
+        co_await http::async_read_header(conn_->stream, conn_->buffer, *parser_, redirect(ec));
+      } else {
+        co_await http::async_read_header(conn_->tcp(), conn_->buffer, *parser_, redirect(ec));
+      }
+    }
+    if (!ec && (IsInterim(status()) || status() == 101)) {
+      co_return Fail(UpstreamFailure::kProtocol, {},
+                     "upstream " + url_.host + " answered " + std::to_string(status()) +
+                         " instead of a response");
+    }
+    if (!ec) {
+      std::string encoding = header("content-encoding");
+      if (!encoding.empty() && !beast::iequals(encoding, "identity")) {
+        // kt asked for identity: compressed bytes are unreadable to policies.
+        co_return Fail(UpstreamFailure::kProtocol, {},
+                       "upstream " + url_.host + " sent a `" + encoding +
+                           "` body although the gateway asked for identity");
+      }
+      co_return true;
+    }
+    if (ec == http::error::body_limit) {
+      co_return Fail(UpstreamFailure::kTooLarge, {},
+                     "the upstream response exceeds " + std::to_string(max_body_) + " bytes");
+    }
     bool stale = conn_->reused && ec != beast::error::timeout;
     if (!stale || attempt == 1) {
       co_return Fail(UpstreamFailure::kProtocol, ec, "upstream " + url_.host + " failed");
@@ -167,6 +200,16 @@ asio::awaitable<bool> UpstreamExchange::Start(http::request<http::string_body> r
     conn_->tcp().socket().close(ignored);
   }
   co_return Fail(UpstreamFailure::kProtocol, {}, "upstream " + url_.host + " failed");
+}
+
+std::unique_ptr<http::response_parser<http::buffer_body>> UpstreamExchange::NewParser() const {
+  auto p = std::make_unique<http::response_parser<http::buffer_body>>();
+  p->header_limit(64 << 10);
+  // Boost 1.74's body_limit(boost::none) keeps the 8 MiB default (every
+  // Content-Length answer failed over it): the bound must be explicit. A
+  // Content-Length above it fails at the header, chunked bodies as read.
+  p->body_limit(static_cast<std::uint64_t>(max_body_));
+  return p;
 }
 
 int UpstreamExchange::status() const {
@@ -202,6 +245,10 @@ asio::awaitable<bool> UpstreamExchange::ReadSome(std::string* out) {
                                    asio::redirect_error(asio::use_awaitable, ec));
   }
   if (ec == http::error::need_buffer) ec = {};
+  if (ec == http::error::body_limit) {
+    co_return Fail(UpstreamFailure::kTooLarge, {},
+                   "the upstream response exceeds " + std::to_string(max_body_) + " bytes");
+  }
   if (ec) {
     co_return Fail(UpstreamFailure::kProtocol, ec, "reading the upstream response");
   }

@@ -83,7 +83,8 @@ class UpstreamExchange {
 
  private:
   bool Fail(UpstreamFailure f, const beast::error_code& ec, std::string what);
-  void Expire(std::chrono::milliseconds after);  // the timeout of the next operations
+  void Expire(std::chrono::milliseconds after);
+  std::unique_ptr<http::response_parser<http::buffer_body>> NewParser() const;  // the timeout of the next operations
   UpstreamPool* pool_;
   Url url_;
   std::size_t max_body_;

@@ -1,5 +1,7 @@
 #include "gateway/internal/util.h"
 
+#include <vector>
+
 #include <atomic>
 #include <chrono>
 #include <cstring>
@@ -141,6 +143,95 @@ std::string BearerToken(std::string_view authorization) {
     return std::string(authorization.substr(kBearer.size()));
   }
   return "";
+}
+
+namespace {
+
+// A SAX consumer that builds the document with an explicit stack, refusing
+// duplicate keys and depth past the bound as they are met.
+class StrictDom {
+ public:
+  using Json = nlohmann::json;
+  StrictDom(Json* root, std::size_t max_depth) : root_(root), max_depth_(max_depth) {}
+  const std::string& error() const { return error_; }
+
+  bool null() { return Put(Json(nullptr)) != nullptr; }
+  bool boolean(bool v) { return Put(Json(v)) != nullptr; }
+  bool number_integer(Json::number_integer_t v) { return Put(Json(v)) != nullptr; }
+  bool number_unsigned(Json::number_unsigned_t v) { return Put(Json(v)) != nullptr; }
+  bool number_float(Json::number_float_t v, const std::string& /*text*/) {
+    return Put(Json(v)) != nullptr;
+  }
+  bool string(std::string& v) { return Put(Json(std::move(v))) != nullptr; }
+  bool binary(Json::binary_t& /*v*/) { return false; }  // never produced by text JSON
+  bool start_object(std::size_t /*n*/) { return Open(Json::object()); }
+  bool start_array(std::size_t /*n*/) { return Open(Json::array()); }
+  bool end_object() { return Close(); }
+  bool end_array() { return Close(); }
+  bool key(std::string& k) {
+    if (stack_.back()->contains(k)) {
+      error_ = "duplicate key `" + k.substr(0, 64) + "`";
+      return false;
+    }
+    key_ = std::move(k);
+    return true;
+  }
+  bool parse_error(std::size_t /*pos*/, const std::string& /*token*/,
+                   const nlohmann::detail::exception& e) {
+    error_ = e.what();
+    // "[json.exception.parse_error.101] parse error at …": keep what a user reads.
+    if (std::size_t at = error_.find("] "); at != std::string::npos) error_.erase(0, at + 2);
+    return false;
+  }
+
+ private:
+  // Places a value where the parse is; a pointer to it (stable: a container
+  // on the stack is not written to while a child of it is open).
+  Json* Put(Json v) {
+    if (stack_.empty()) {
+      *root_ = std::move(v);
+      return root_;
+    }
+    Json* top = stack_.back();
+    if (top->is_object()) {
+      Json& slot = (*top)[key_];
+      slot = std::move(v);
+      return &slot;
+    }
+    top->push_back(std::move(v));
+    return &top->back();
+  }
+  bool Open(Json v) {
+    if (stack_.size() >= max_depth_) {
+      error_ = "nesting deeper than " + std::to_string(max_depth_) + " levels";
+      return false;
+    }
+    stack_.push_back(Put(std::move(v)));
+    return true;
+  }
+  bool Close() {
+    stack_.pop_back();
+    return true;
+  }
+  Json* root_;
+  std::size_t max_depth_;
+  std::vector<Json*> stack_;
+  std::string key_;
+  std::string error_;
+};
+
+}  // namespace
+
+bool ParseJsonStrict(std::string_view text, nlohmann::json* out, std::string* error,
+                     std::size_t max_depth) {
+  *out = nullptr;
+  StrictDom dom(out, max_depth);
+  bool ok = nlohmann::json::sax_parse(text.begin(), text.end(), &dom);
+  if (!ok) {
+    *error = dom.error().empty() ? "not valid JSON" : dom.error();
+    *out = nullptr;
+  }
+  return ok;
 }
 
 }  // namespace kt::gateway

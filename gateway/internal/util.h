@@ -40,6 +40,16 @@ nlohmann::json ErrorEnvelope(std::string_view type, std::string_view code, std::
 // Compares secrets without a timing side channel on their contents.
 bool ConstantTimeEqual(std::string_view a, std::string_view b);
 
+// Parses JSON the way the gateway must read what crosses it: an object with
+// a key twice is refused (a first-wins reader upstream would otherwise see
+// another request than the policies did), and so is nesting deeper than
+// `max_depth` (nothing downstream may recurse on input depth). Iterative:
+// the stack is bounded by `max_depth`, not by the input. On failure,
+// `*error` says why (the duplicate key is named).
+inline constexpr std::size_t kMaxJsonDepth = 128;
+bool ParseJsonStrict(std::string_view text, nlohmann::json* out, std::string* error,
+                     std::size_t max_depth = kMaxJsonDepth);
+
 // The bearer token of an Authorization header value ("" when there is none).
 std::string BearerToken(std::string_view authorization);
 
