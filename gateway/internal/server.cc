@@ -844,7 +844,13 @@ asio::awaitable<void> Session(tcp::socket socket, Gateway* g, UpstreamPool* pool
       break;
     }
     // A Content-Length over the limit fails the header read already.
-    if (ec && ec != http::error::body_limit && !IsMalformed(ec)) break;  // closed or timed out
+    // A request whose headers started but never finished gets its 408 below;
+    // an idle keep-alive connection that times out just closes.
+    const bool started = buffer.size() > 0;
+    if (ec && ec != http::error::body_limit && !IsMalformed(ec) &&
+        !(ec == beast::error::timeout && started)) {
+      break;  // closed, or idle
+    }
     std::string framing = ec ? "" : FramingError(parser.get());
     stream.expires_after(
         std::chrono::milliseconds(static_cast<int64_t>(g->options.client_timeout_ms)));
