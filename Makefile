@@ -12,7 +12,13 @@ LISTEN ?= 0.0.0.0:41002
 POLICIES ?= examples/policies/quickstart.ktp examples/policies
 AUDIT_LOG ?= kt-audit.jsonl
 
-.PHONY: deps configure build run test lint fmt-check clean
+# The sanitizer build (ASan + UBSan, the whole suite) and the fuzzing build
+# (clang, libFuzzer) live beside the normal one.
+ASAN_DIR ?= build-asan
+FUZZ_DIR ?= build-fuzz
+FUZZ_SECONDS ?= 60
+
+.PHONY: deps configure build run test test-asan fuzz lint fmt-check clean
 
 deps:
 	@./scripts/install-deps
@@ -31,6 +37,25 @@ run: build
 test: build
 	@cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS)
 
+# Every test again, built with -fsanitize=address,undefined: a memory error
+# or undefined behaviour anywhere fails the test that reached it.
+test-asan: deps
+	@if [ ! -f $(ASAN_DIR)/build.ninja ]; then \
+	  cmake -S . -B $(ASAN_DIR) -G Ninja -DKT_SANITIZE=ON -DKT_BUILD_BENCH=OFF $(CMAKE_FLAGS); fi
+	@cmake --build $(ASAN_DIR) -j $(JOBS)
+	@cd $(ASAN_DIR) && ASAN_OPTIONS=$${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1} \
+	  UBSAN_OPTIONS=$${UBSAN_OPTIONS:-print_stacktrace=1} ctest --output-on-failure -j $(JOBS)
+
+# libFuzzer on every target for FUZZ_SECONDS each (scripts/fuzz).
+fuzz:
+	@KT_WITH_FUZZ=1 ./scripts/install-deps
+	@if [ ! -f $(FUZZ_DIR)/build.ninja ]; then \
+	  cmake -S . -B $(FUZZ_DIR) -G Ninja -DKT_FUZZ=ON -DKT_BUILD_BENCH=OFF \
+	    -DCMAKE_C_COMPILER=clang-19 -DCMAKE_CXX_COMPILER=clang++-19 $(CMAKE_FLAGS); fi
+	@cmake --build $(FUZZ_DIR) -j $(JOBS) --target \
+	  $$(cut -d' ' -f1 $(FUZZ_DIR)/fuzz-targets.txt | sed 's/.*/kt_&_fuzzer/')
+	@FUZZ_SECONDS=$(FUZZ_SECONDS) ./scripts/fuzz $(FUZZ_DIR)
+
 fmt-check: build
 	@$(BUILD_DIR)/cli/kt policy fmt --check examples/policies stdlib
 
@@ -38,4 +63,4 @@ lint: build
 	@$(BUILD_DIR)/cli/kt policy lint --strict examples/policies stdlib
 
 clean:
-	@rm -rf $(BUILD_DIR)
+	@rm -rf $(BUILD_DIR) $(ASAN_DIR) $(FUZZ_DIR)
