@@ -104,7 +104,9 @@ std::string FramingError(const http::request_parser<http::string_body>::value_ty
 enum class Handled { kReply, kStreamed, kStreamedOpen };
 
 int UpstreamStatusOf(UpstreamFailure f) { return f == UpstreamFailure::kTimeout ? 504 : 502; }
-// Headers of an upstream error response that clients act on.
+// Headers of an upstream response that clients act on: retry hints on
+// errors, and the rate-limit state, which providers send on every answer
+// (clients that pace themselves read it on successes).
 std::vector<std::pair<std::string, std::string>> PassThroughHeaders(const UpstreamExchange& ex) {
   std::vector<std::pair<std::string, std::string>> out;
   for (const char* h :
@@ -478,7 +480,7 @@ asio::awaitable<Handled> ChatCompletions(Gateway* g, beast::tcp_stream& stream,
     CountTokens(acquired, x->usage);
     WriteAudit(g, *x);
     *res = BodyResponse(x, 200, modified ? Dump(response) : std::move(text), "application/json",
-                        keep_alive);
+                        keep_alive, ex == nullptr ? Headers{} : PassThroughHeaders(*ex));
     co_return Handled::kReply;
   }
 
@@ -487,6 +489,9 @@ asio::awaitable<Handled> ChatCompletions(Gateway* g, beast::tcp_stream& stream,
   SetCommonHeaders(&head, *x);
   head.set(http::field::content_type, "text/event-stream; charset=utf-8");
   head.set(http::field::cache_control, "no-cache");
+  if (ex != nullptr) {
+    for (const auto& [k, v] : PassThroughHeaders(*ex)) head.set(k, v);
+  }
   head.keep_alive(keep_alive);
   head.chunked(true);
   http::response_serializer<http::empty_body> sr{head};

@@ -2,10 +2,15 @@
 # Runs the gateway integration tests: installs the pinned `openai` npm
 # package (package-lock.json) when it is missing, then drives the real
 # `kt gateway run` binary with it.
-#   tests/gateway/run.sh path/to/kt
+#   tests/gateway/run.sh path/to/kt [TEST.mjs ...]
+# (default: gateway_test.mjs and operations_test.mjs).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 kt=$(realpath "$1")
+shift
+tests=("$@")
+if ((${#tests[@]} == 0)); then tests=(gateway_test.mjs operations_test.mjs); fi
+command -v node >/dev/null || { echo "run.sh: node is missing (scripts/install-deps installs it)" >&2; exit 1; }
 if [[ ! -f "$here/node_modules/openai/package.json" ]]; then
   (cd "$here" && npm ci --no-audit --no-fund --loglevel=error)
 fi
@@ -15,4 +20,4 @@ KT_CACHE_DIR=$(mktemp -d)
 export KT_CACHE_DIR
 trap 'rm -rf "$KT_CACHE_DIR"' EXIT
 KT_BIN="$kt" KT_SOURCE_DIR="$PWD" node --test --test-concurrency=1 --test-reporter=spec \
-  "$here/gateway_test.mjs" "$here/operations_test.mjs"
+  "${tests[@]/#/$here/}"
