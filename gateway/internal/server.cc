@@ -12,6 +12,7 @@
 #include "gateway/internal/sse.h"
 #include "gateway/internal/stream_relay.h"
 #include "gateway/internal/util.h"
+#include "gateway/internal/validate.h"
 
 namespace kt::gateway {
 
@@ -69,12 +70,13 @@ asio::awaitable<bool> Write(beast::tcp_stream& stream, Response& res) {
   co_return !ec && res.keep_alive();
 }
 
-// A request the parser refused as malformed HTTP (not a close or a timeout).
+// A request the parser refused as malformed HTTP, or one the client cut
+// short (closed in its middle); not a close between requests or a timeout.
 bool IsMalformed(const beast::error_code& ec) {
   static const auto& category = http::make_error_code(http::error::bad_value).category();
   return ec && ec.category() == category && ec != http::error::end_of_stream &&
-         ec != http::error::partial_message && ec != http::error::body_limit &&
-         ec != http::error::header_limit && ec != http::error::need_more;
+         ec != http::error::body_limit && ec != http::error::header_limit &&
+         ec != http::error::need_more;
 }
 
 // Framing the gateway refuses although the parser accepted it: a transfer
@@ -99,6 +101,87 @@ std::string FramingError(const http::request_parser<http::string_body>::value_ty
   return "";
 }
 
+// The route of a request target: its path, without the query. RFC 9112
+// §3.2.2 has a server accept the absolute form (`http://host/v1/…`) as well
+// as the origin form (`/v1/…`); the route is the same.
+std::string RoutePath(std::string_view target) {
+  for (std::string_view scheme : {"http://", "https://"}) {
+    if (target.size() > scheme.size() &&
+        beast::iequals(beast::string_view(target.data(), scheme.size()),
+                       beast::string_view(scheme.data(), scheme.size()))) {
+      std::size_t slash = target.find('/', scheme.size());
+      target = slash == std::string_view::npos ? "/" : target.substr(slash);
+      break;
+    }
+  }
+  return std::string(target.substr(0, target.find('?')));
+}
+
+// Where the header section in `bytes` ends (past its empty line), or npos
+// while it has not all arrived. A bare LF counts as a line end here, so that
+// such a request is refused at once instead of waiting for a CRLF CRLF.
+std::size_t HeaderEnd(std::string_view bytes) {
+  for (std::size_t i = bytes.find('\n'); i != std::string_view::npos; i = bytes.find('\n', i + 1)) {
+    if (i + 1 < bytes.size() && bytes[i + 1] == '\n') return i + 2;
+    if (i + 2 < bytes.size() && bytes[i + 1] == '\r' && bytes[i + 2] == '\n') return i + 3;
+  }
+  return std::string_view::npos;
+}
+
+// Line endings the gateway refuses in a header section although Beast would
+// read it: obs-fold (a line starting with a space or tab, which Beast joins
+// to the previous one) and a bare LF or CR. RFC 9112 (§2.2, §5.2) lets a
+// server reject them, and a gateway must: a proxy in front that splits or
+// joins these lines differently would see other header fields than kt.
+std::string LineEndingError(std::string_view head) {
+  for (std::size_t i = 0; i < head.size(); ++i) {
+    if (head[i] == '\r' && (i + 1 == head.size() || head[i + 1] != '\n')) {
+      return "a bare CR in the request header (lines end in CRLF)";
+    }
+    if (head[i] != '\n') continue;
+    if (i == 0 || head[i - 1] != '\r') return "a bare LF in the request header (lines end in CRLF)";
+    if (i + 1 < head.size() && (head[i + 1] == ' ' || head[i + 1] == '\t')) {
+      return "obsolete line folding (a header line starting with a space or tab)";
+    }
+  }
+  return "";
+}
+
+// http::async_read_header, with the header's bytes checked by
+// LineEndingError before the parser reads them (Beast's parser consumes
+// them whole once the header is complete, so they are still in `buffer`).
+// Returns what LineEndingError found ("" when nothing); read errors are in
+// `ec` as async_read_header reports them.
+asio::awaitable<std::string> ReadHeader(beast::tcp_stream& stream, beast::flat_buffer& buffer,
+                                        http::request_parser<http::string_body>& parser,
+                                        beast::error_code& ec) {
+  for (;;) {
+    if (buffer.size() > 0) {
+      std::string_view bytes(static_cast<const char*>(buffer.data().data()), buffer.size());
+      if (std::size_t end = HeaderEnd(bytes); end != std::string_view::npos) {
+        std::string error = LineEndingError(bytes.substr(0, end));
+        if (!error.empty()) co_return error;
+      }
+      buffer.consume(parser.put(buffer.data(), ec));
+      if (ec != http::error::need_more) co_return "";  // the header, or a parse error
+      ec = {};
+    }
+    std::size_t n = co_await stream.async_read_some(buffer.prepare(beast::read_size(buffer, 65536)),
+                                                    Redirect(ec));
+    buffer.commit(n);
+    if (ec == asio::error::eof) {
+      // As Beast's read: a close between requests, or one in the middle.
+      if (!parser.got_some()) {
+        ec = http::error::end_of_stream;
+      } else {
+        ec = {};
+        parser.put_eof(ec);
+      }
+    }
+    if (ec) co_return "";
+  }
+}
+
 // What a handler did: filled in the response for the caller to write, or
 // streamed its own (and the connection ends).
 enum class Handled { kReply, kStreamed, kStreamedOpen };
@@ -117,56 +200,6 @@ std::vector<std::pair<std::string, std::string>> PassThroughHeaders(const Upstre
     if (!v.empty()) out.emplace_back(h, v);
   }
   return out;
-}
-
-// Content parts are objects with a string `type`, and a text part's `text`
-// is a string: anything else (a part nested in a list, say) would pass the
-// policies unread, so it is refused.
-std::string ValidateContentParts(const Json& parts, const std::string& at) {
-  for (std::size_t j = 0; j < parts.size(); ++j) {
-    const Json& p = parts[j];
-    std::string here = at + "[" + std::to_string(j) + "]";
-    if (!p.is_object()) return here + "` must be an object (a content part)";
-    if (!p.contains("type") || !p["type"].is_string()) return here + ".type` must be a string";
-    if (p["type"] == "text" && (!p.contains("text") || !p["text"].is_string())) {
-      return here + ".text` must be a string";
-    }
-  }
-  return "";
-}
-
-// Checks what the pipeline relies on; the message names the field.
-std::string ValidateChatRequest(const Json& body) {
-  if (!body.is_object()) return "the request body must be a JSON object";
-  if (!body.contains("model") || !body["model"].is_string() ||
-      body["model"].get<std::string>().empty()) {
-    return "`model` must be a non-empty string";
-  }
-  if (!body.contains("messages") || !body["messages"].is_array() || body["messages"].empty()) {
-    return "`messages` must be a non-empty list";
-  }
-  for (std::size_t i = 0; i < body["messages"].size(); ++i) {
-    const Json& m = body["messages"][i];
-    std::string at = "`messages[" + std::to_string(i) + "]";
-    if (!m.is_object()) return at + "` must be an object";
-    if (!m.contains("role") || !m["role"].is_string()) return at + ".role` must be a string";
-    if (m.contains("content") && !m["content"].is_string() && !m["content"].is_array() &&
-        !m["content"].is_null()) {
-      return at + ".content` must be a string, a list of parts or null";
-    }
-    if (m.contains("content") && m["content"].is_array()) {
-      std::string part_error = ValidateContentParts(m["content"], at + ".content");
-      if (!part_error.empty()) return part_error;
-    }
-    if (m.contains("tool_calls") && !m["tool_calls"].is_array() && !m["tool_calls"].is_null()) {
-      return at + ".tool_calls` must be a list";
-    }
-  }
-  if (body.contains("stream") && !body["stream"].is_boolean() && !body["stream"].is_null()) {
-    return "`stream` must be a boolean";
-  }
-  if (body.contains("tools") && !body["tools"].is_array()) return "`tools` must be a list";
-  return "";
 }
 
 // The stages after the model: tool calls and content of a whole response.
@@ -452,6 +485,12 @@ asio::awaitable<Handled> ChatCompletions(Gateway* g, beast::tcp_stream& stream,
             "the upstream response is not a JSON object" +
                 (parse_error.empty() ? std::string() : ": " + parse_error),
             keep_alive);
+        co_return Handled::kReply;
+      }
+      // What the stages cannot read must not reach the client unjudged.
+      if (std::string shape = ValidateCompletion(response); !shape.empty()) {
+        *res = ErrorResponse(g, x, 502, "upstream_error", "invalid_upstream_response",
+                             "the upstream response cannot be judged: " + shape, keep_alive);
         co_return Handled::kReply;
       }
     }
@@ -825,7 +864,7 @@ asio::awaitable<void> Session(tcp::socket socket, Gateway* g, UpstreamPool* pool
     // reading it, once it starts, is bounded by the client timeout.
     stream.expires_after(std::chrono::milliseconds(
         static_cast<int64_t>(first ? g->options.client_timeout_ms : g->options.idle_timeout_ms)));
-    co_await http::async_read_header(stream, buffer, parser, Redirect(ec));
+    std::string line_error = co_await ReadHeader(stream, buffer, parser, ec);
     {
       std::lock_guard lock(g->idle_mu);
       g->idle.erase(&stream);
@@ -856,7 +895,7 @@ asio::awaitable<void> Session(tcp::socket socket, Gateway* g, UpstreamPool* pool
         !(ec == beast::error::timeout && started)) {
       break;  // closed, or idle
     }
-    std::string framing = ec ? "" : FramingError(parser.get());
+    std::string framing = !line_error.empty() ? line_error : ec ? "" : FramingError(parser.get());
     stream.expires_after(
         std::chrono::milliseconds(static_cast<int64_t>(g->options.client_timeout_ms)));
     auto& head = parser.get();
@@ -901,16 +940,20 @@ asio::awaitable<void> Session(tcp::socket socket, Gateway* g, UpstreamPool* pool
       // closed (what follows cannot be trusted to start a request).
       if (x.path.empty()) x.path = "(unparsed)";
       const bool te = framing.rfind("Transfer-Encoding `", 0) == 0;  // an unknown coding
-      Response r = ErrorResponse(g, &x, te ? 501 : 400, "invalid_request_error",
-                                 te ? "unsupported_transfer_encoding" : "bad_request",
-                                 framing.empty() ? "malformed HTTP request: " + ec.message()
-                                                 : framing,
-                                 false);
+      if (framing.empty()) {
+        framing = ec == http::error::partial_message
+                      ? "the connection closed before the request was complete"
+                      : "malformed HTTP request: " + ec.message();
+      }
+      Response r =
+          ErrorResponse(g, &x, te ? 501 : 400, "invalid_request_error",
+                        te ? "unsupported_transfer_encoding" : "bad_request", framing, false);
       co_await Write(stream, r);
       co_await Linger(stream, buffer);
       co_return;
     }
     if (ec == beast::error::timeout) {
+      if (x.path.empty()) x.path = "(unparsed)";  // stalled in the request line: audited too
       Response r = ErrorResponse(g, &x, 408, "validation_error", "request_timeout",
                                  "the request was not received in time", false);
       co_await Write(stream, r);
@@ -919,13 +962,13 @@ asio::awaitable<void> Session(tcp::socket socket, Gateway* g, UpstreamPool* pool
     if (ec) break;
     auto& req = parser.get();
     bool keep_alive = req.keep_alive() && !g->stopping.load();
-    std::string target = x.path.substr(0, x.path.find('?'));
+    std::string target = RoutePath(x.path);
     Response res;
     Handled handled = Handled::kReply;
     if (target == "/v1/chat/completions" || target == "/chat/completions") {
       if (req.method() != http::verb::post) {
         res = ErrorResponse(g, &x, 405, "invalid_request_error", "method_not_allowed",
-                            "use POST for chat completions", keep_alive);
+                            "use POST for chat completions", keep_alive, {}, {{"allow", "POST"}});
       } else if (g->in_flight.load() >= g->options.max_concurrency) {
         res = ErrorResponse(g, &x, 503, "unavailable", "overloaded", "too many requests in flight",
                             keep_alive, {}, {{"retry-after", "1"}});

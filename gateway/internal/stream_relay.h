@@ -15,6 +15,7 @@
 #include "gateway/internal/exchange.h"
 #include "gateway/internal/sse.h"
 #include "gateway/internal/util.h"
+#include "gateway/internal/validate.h"
 
 namespace kt::gateway {
 
@@ -47,6 +48,12 @@ class StreamRelay {
       x_->error_code = "upstream_stream_error";
       *out += "data: " + ev.data + "\n\n";
       return false;
+    }
+    // Content or tool calls in a shape the stages cannot read would pass
+    // unjudged: the stream ends instead.
+    if (std::string shape = ValidateCompletionChunk(chunk); !shape.empty()) {
+      return Fail(out, "upstream_error", "malformed_upstream_stream",
+                  "the upstream sent a stream event that cannot be judged: " + shape);
     }
     if (chunk.contains("usage") && chunk["usage"].is_object()) x_->usage = chunk["usage"];
     bool hold = !held_.empty();

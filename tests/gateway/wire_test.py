@@ -2,12 +2,16 @@
 """The gateway on the real wire: a foreign upstream (Python's http.server,
 which answers with Content-Length) and hostile requests on raw sockets.
 
-Each case is a regression test for a defect seen against the landed gateway:
-Content-Length answers, 429 pass-through, an oversized answer poisoning the
-pooled connection, interim 100 responses, redirects, unrequested gzip, deep
-and duplicate-key JSON, Transfer-Encoding smuggling, control characters in
-headers and nested content parts. After every case the gateway must still
-serve a normal request, and every refusal must have its audit record.
+Each case is a regression test for a defect seen against the landed gateway,
+or a guard on what it already did right: Content-Length answers, 429
+pass-through, an oversized answer poisoning the pooled connection, interim 100
+responses, redirects, unrequested gzip; upstream resets, early closes, silence
+and trickles (the same http.server writes raw bytes for `fault:` prompts);
+answers and stream events the stages cannot read; deep, duplicate-key, invalid
+UTF-8 and wrongly typed JSON, field by field; Transfer-Encoding smuggling,
+obs-fold, bare CR/LF, NUL, bad Content-Length, cut-short bodies, methods and
+targets. After every case the gateway must still serve a normal request, and
+every refusal must have its audit record (status and error code).
 
   tests/gateway/wire_test.py path/to/kt
 """
@@ -16,6 +20,7 @@ import http.server
 import json
 import os
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -26,6 +31,8 @@ import urllib.request
 KT = os.path.abspath(sys.argv[1])
 SRC = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 MAX_UPSTREAM = 64 << 10
+FIRST_BYTE_MS = 1000
+TOTAL_MS = 2500
 
 
 def completion(text):
@@ -59,7 +66,10 @@ class Upstream(http.server.BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         Upstream.seen.append({"headers": dict(self.headers), "body": body})
         prompt = body["messages"][-1]["content"]
-        if prompt == "wire:429":
+        if isinstance(prompt, str) and prompt.startswith("fault:"):
+            FAULT_HITS[prompt] = FAULT_HITS.get(prompt, 0) + 1
+            getattr(self, "fault_" + prompt[6:].replace("-", "_"))()
+        elif prompt == "wire:429":
             self.reply(429, {"error": {"message": "slow down", "type": "rate_limit"}},
                        headers=[("retry-after", "7"), ("x-ratelimit-remaining-requests", "0")])
         elif prompt == "wire:500":
@@ -90,14 +100,144 @@ class Upstream(http.server.BaseHTTPRequestHandler):
             self.send_header("Connection", "close")
             self.end_headers()
             for piece in ["hello ", "from ", "python"]:
-                ev = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o",
-                      "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]}
-                self.wfile.write(b"data: " + json.dumps(ev).encode() + b"\n\n")
+                self.wfile.write(sse_event({"content": piece}))
                 self.wfile.flush()
             self.wfile.write(b"data: [DONE]\n\n")
             self.close_connection = True
         else:
             self.reply(200, completion("python says: " + prompt))
+
+    # --- faults: raw bytes on the upstream's socket ---------------------------
+    def head(self, ctype, *extra):
+        self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: " + ctype + b"\r\n" +
+                         b"".join(h + b"\r\n" for h in extra) + b"\r\n")
+
+    def chunk(self, data):
+        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+
+    def whole_stream(self, *frames):
+        """A chunked SSE answer: the frames, [DONE], the last chunk."""
+        self.head(b"text/event-stream", b"Transfer-Encoding: chunked")
+        for f in frames + (b"data: [DONE]\n\n", b""):
+            self.chunk(f)
+
+    def reset(self):
+        """Closes with an RST (SO_LINGER 0), not a FIN."""
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.rfile.close()
+        self.connection.close()
+        self.close_connection = True
+
+    def wait_for_close(self, limit=20):
+        """Holds the connection until the gateway closes it (bounded)."""
+        self.connection.settimeout(limit)
+        try:
+            while self.connection.recv(4096):
+                pass
+        except OSError:
+            pass
+        self.close_connection = True
+
+    def fault_reset_body(self):
+        self.head(b"application/json", b"Content-Length: 2000")
+        self.wfile.write(b'{"id":"chatcmpl-py","choices":[' + b" " * 100)
+        time.sleep(0.05)
+        self.reset()
+
+    def fault_reset_stream(self):
+        self.head(b"text/event-stream", b"Transfer-Encoding: chunked")
+        self.chunk(sse_event({"content": "partial "}))
+        time.sleep(0.2)
+        self.reset()
+
+    def fault_reset_first(self):
+        self.reset()
+
+    def fault_close_first(self):
+        self.close_connection = True  # a FIN, and not one byte
+
+    def fault_silent(self):
+        self.wait_for_close()
+
+    def drip(self, byte):
+        """One byte a second until the gateway goes away (bounded)."""
+        try:
+            for _ in range(20):
+                self.wfile.write(byte)
+                time.sleep(1)
+        except OSError:
+            pass
+        self.close_connection = True
+
+    def fault_trickle(self):
+        self.head(b"application/json", b"Content-Length: 100")
+        self.drip(b" ")
+
+    def fault_trickle_stream(self):
+        self.head(b"text/event-stream", b"Transfer-Encoding: chunked")
+        self.chunk(sse_event({"content": "slow "}))
+        self.wfile.write(b"64\r\n")  # a chunk of 100 bytes, then its bytes one by one
+        self.drip(b"d")
+
+    def fault_long_line(self):
+        self.head(b"text/event-stream", b"Transfer-Encoding: chunked")
+        sent = 0
+        try:
+            self.chunk(b"data: ")
+            while sent < LONG_LINE_MAX:
+                self.chunk(b"x" * 65536)
+                sent += 65536
+        except OSError:
+            pass
+        FAULT_SENT["long-line"] = sent
+        self.close_connection = True
+
+    def fault_bad_json(self):
+        self.reply(200, b'{"id": "chatcmpl-py", "choices": [')
+
+    def fault_bad_sse(self):
+        self.whole_stream(sse_event({"content": "fine "}), b"data: {not json}\n\n")
+
+    def fault_short_body(self):
+        self.head(b"application/json", b"Content-Length: 500")
+        self.wfile.write(json.dumps(completion("cut"))[:100].encode())
+        self.close_connection = True
+
+    def fault_tool_not_object(self):
+        c = completion("")
+        c["choices"][0]["message"] = {"role": "assistant", "content": None,
+                                      "tool_calls": ["delete_account"]}
+        self.reply(200, c)
+
+    def fault_tool_name_number(self):
+        c = completion("")
+        c["choices"][0]["message"] = {"role": "assistant", "content": None, "tool_calls": [{
+            "id": "call_1", "type": "function", "function": {"name": 7, "arguments": "{}"}}]}
+        self.reply(200, c)
+
+    def fault_content_list(self):
+        c = completion("")
+        c["choices"][0]["message"]["content"] = [{"type": "text", "text": "mail ann@example.com"}]
+        self.reply(200, c)
+
+    def fault_stream_tool_index(self):
+        self.whole_stream(sse_event({"tool_calls": [{
+            "index": "0", "id": "call_1", "type": "function",
+            "function": {"name": "get_account_balance", "arguments": "{}"}}]}))
+
+    def fault_stream_content_list(self):
+        self.whole_stream(sse_event({"content": ["mail ann@example.com"]}))
+
+
+def sse_event(delta):
+    ev = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o",
+          "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
+    return b"data: " + json.dumps(ev).encode() + b"\n\n"
+
+
+FAULT_HITS = {}
+FAULT_SENT = {}
+LONG_LINE_MAX = 32 << 20
 
 
 class QuietServer(http.server.ThreadingHTTPServer):
@@ -124,7 +264,9 @@ class Gateway:
             [KT, "gateway", "run", "--listen", f"127.0.0.1:{self.port}", "--threads", "2",
              "--policy", os.path.join(SRC, "examples/policies/quickstart.ktp"),
              "--upstream", upstream_url, "--audit-log", self.audit,
-             "--max-upstream-body-bytes", str(MAX_UPSTREAM), "--client-timeout-ms", "2000"],
+             "--max-upstream-body-bytes", str(MAX_UPSTREAM), "--client-timeout-ms", "2000",
+             # Small upstream deadlines keep the fault cases fast.
+             "--first-byte-timeout-ms", str(FIRST_BYTE_MS), "--total-timeout-ms", str(TOTAL_MS)],
             stdout=self.log, stderr=self.log)
         for _ in range(400):
             try:
@@ -164,10 +306,8 @@ def post(gw, body, headers=None):
     return r.status, {k.lower(): v for k, v in r.getheaders()}, parsed
 
 
-def raw(gw, data, wait=3.0):
-    """Sends bytes on a fresh connection; everything read until close or timeout."""
-    s = socket.create_connection(("127.0.0.1", gw.port), timeout=wait)
-    s.sendall(data)
+def read_all(s):
+    """Everything `s` receives until close or its timeout."""
     out = b""
     try:
         while True:
@@ -177,6 +317,14 @@ def raw(gw, data, wait=3.0):
             out += b
     except socket.timeout:
         pass
+    return out
+
+
+def raw(gw, data, wait=3.0):
+    """Sends bytes on a fresh connection; everything read until close or timeout."""
+    s = socket.create_connection(("127.0.0.1", gw.port), timeout=wait)
+    s.sendall(data)
+    out = read_all(s)
     s.close()
     return out
 
@@ -216,11 +364,14 @@ def expect_error(st, body, status, code, needle=None):
     return body["error"]["request_id"]
 
 
-def audited(request_id, status):
+def audited(request_id, status, code=None):
+    """The request event of `request_id`, with this status (and error code)."""
     for _ in range(50):
         for e in GW.events():
             if e.get("event") == "request" and e.get("request_id") == request_id:
                 assert e["status"] == status, e
+                if code is not None:
+                    assert (e.get("error") or {}).get("code") == code, e
                 return e
         time.sleep(0.05)
     raise AssertionError(f"no audit record for {request_id}")
@@ -234,6 +385,73 @@ def audited_status(status, code):
                 return e
         time.sleep(0.05)
     raise AssertionError(f"no audit record with status {status} and code {code}")
+
+
+def parse_raw(out):
+    """(status, lower-cased headers, parsed JSON body or None) of the first
+    response in `out`; a 1xx before it is skipped."""
+    while out.startswith(b"HTTP/1.1 1"):
+        out = out[out.index(b"\r\n\r\n") + 4:]
+    assert out.startswith(b"HTTP/1.1 "), f"no HTTP response: {out[:200]!r}"
+    head, _, rest = out.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ")[1])
+    headers = {}
+    for line in lines[1:]:
+        k, _, v = line.partition(":")
+        headers[k.strip().lower()] = v.strip()
+    body = rest[:int(headers.get("content-length", len(rest)))]
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        parsed = None
+    return status, headers, parsed
+
+
+def raw_error(out, status, code):
+    """Asserts one refusal on the wire (status and envelope code), and its audit
+    record; returns the request id."""
+    st, h, body = parse_raw(out)
+    assert st == status, f"status {st}, wanted {status}: {out[:300]!r}"
+    assert body is not None and body["error"]["code"] == code, out[:300]
+    assert h.get("x-request-id") == body["error"]["request_id"], h
+    audited(body["error"]["request_id"], status, code)
+    return body["error"]["request_id"]
+
+
+def request_bytes(body, *headers, target=b"/v1/chat/completions", method=b"POST"):
+    """One request as raw bytes, with its Content-Length unless a header sets framing."""
+    framed = any(h.lower().startswith((b"content-length", b"transfer-encoding")) for h in headers)
+    out = method + b" " + target + b" HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    for h in headers:
+        out += h + b"\r\n"
+    if not framed:
+        out += b"Content-Length: %d\r\n" % len(body)
+    return out + b"\r\n" + body
+
+
+def stream(prompt, timeout=15):
+    """A streamed request: (status, request id, data payloads, seconds)."""
+    import http.client
+    t0 = time.time()
+    c = http.client.HTTPConnection("127.0.0.1", GW.port, timeout=timeout)
+    c.request("POST", "/v1/chat/completions", headers={"Content-Type": "application/json"},
+              body=json.dumps({"model": "gpt-4o", "stream": True,
+                               "messages": [{"role": "user", "content": prompt}]}))
+    r = c.getresponse()
+    text = r.read().decode()  # to the chunked terminator: a cut stream raises here
+    c.close()
+    frames = [line[6:] for line in text.split("\n") if line.startswith("data: ")]
+    return r.status, r.getheader("x-request-id"), frames, time.time() - t0
+
+
+def stream_error(frames, code):
+    """The stream ended with one error frame with this code, and no [DONE] after it."""
+    assert frames, "no frames"
+    last = json.loads(frames[-1])
+    assert last.get("error", {}).get("code") == code, frames[-3:]
+    assert "[DONE]" not in frames, frames
+    return last
 
 
 def main():
@@ -331,6 +549,71 @@ def run_cases():
         rid = expect_error(st, body, 502, "upstream_error", "gzip")
         audited(rid, 502)
 
+    for fault, code in [("reset-body", "upstream_error"), ("short-body", "upstream_error"),
+                        ("close-first", "upstream_error"), ("reset-first", "upstream_error"),
+                        ("bad-json", "invalid_upstream_response")]:
+        @case("upstream faults", f"{fault}: a non-streamed answer that breaks is a 502 {code}")
+        def _(fault=fault, code=code):
+            hits = FAULT_HITS.get("fault:" + fault, 0)
+            st, _, body = post(GW, chat("fault:" + fault))
+            audited(expect_error(st, body, 502, code), 502, code)
+            # A pooled connection that closes before any byte is retried once
+            # on a fresh one; never more.
+            assert 1 <= FAULT_HITS["fault:" + fault] - hits <= 2, FAULT_HITS
+
+    for fault, code, needle in [
+        ("tool-not-object", "invalid_upstream_response", "tool_calls[0]"),
+        ("tool-name-number", "invalid_upstream_response", "tool_calls[0].function.name"),
+        ("content-list", "invalid_upstream_response", "choices[0].message.content"),
+    ]:
+        @case("upstream faults", f"{fault}: a 200 policies cannot read is a 502, not passed on")
+        def _(fault=fault, code=code, needle=needle):
+            st, _, body = post(GW, chat("fault:" + fault))
+            audited(expect_error(st, body, 502, code, needle), 502, code)
+
+    for fault, what, deadline_ms in [
+        ("silent", "an upstream that never answers is a 504 at the first-byte timeout",
+         FIRST_BYTE_MS),
+        ("trickle", "a body at 1 byte/s is a 504 at the total timeout", TOTAL_MS)]:
+        @case("upstream faults", what)
+        def _(fault=fault, deadline_ms=deadline_ms):
+            t0 = time.time()
+            st, _, body = post(GW, chat("fault:" + fault))
+            took = time.time() - t0
+            audited(expect_error(st, body, 504, "upstream_timeout"), 504, "upstream_timeout")
+            assert deadline_ms / 1000 - 0.1 <= took < deadline_ms / 1000 + 1.5, took
+
+    for fault, code in [("reset-stream", "upstream_error"),
+                        ("trickle-stream", "upstream_timeout"),
+                        ("bad-sse", "malformed_upstream_stream"),
+                        ("stream-tool-index", "malformed_upstream_stream"),
+                        ("stream-content-list", "malformed_upstream_stream")]:
+        @case("upstream faults", f"{fault}: the stream ends with a {code} error frame")
+        def _(fault=fault, code=code):
+            st, rid, frames, took = stream("fault:" + fault)
+            assert st == 200, st
+            err = stream_error(frames, code)
+            assert err["error"]["request_id"] == rid
+            assert took < TOTAL_MS / 1000 + 1.5, took
+            audited(rid, 200, code)
+            # Nothing unreadable reached the client before the error.
+            for f in frames[:-1]:
+                for ch in json.loads(f).get("choices", []):
+                    assert isinstance(ch.get("delta", {}).get("content", ""), str), f
+                    assert "tool_calls" not in ch.get("delta", {}), f
+
+    @case("upstream faults", "an SSE line over the bound ends the stream; the upstream is cut off")
+    def _():
+        st, rid, frames, _ = stream("fault:long-line")
+        assert st == 200, st
+        stream_error(frames, "upstream_response_too_large")
+        audited(rid, 200, "upstream_response_too_large")
+        for _ in range(50):  # the upstream's writes fail once the gateway closes
+            if "long-line" in FAULT_SENT:
+                break
+            time.sleep(0.1)
+        assert FAULT_SENT.get("long-line", LONG_LINE_MAX) < LONG_LINE_MAX, FAULT_SENT
+
     # --- hostile JSON ----------------------------------------------------------
     @case("hostile JSON", "100,000-deep value plus an email (redaction rewrites) is a 422")
     def _():
@@ -383,6 +666,206 @@ def run_cases():
             st, _, b = post(GW, json.dumps({"model": "gpt-4o",
                                             "messages": [{"role": "user", "content": content}]}))
             audited(expect_error(st, b, 422, "invalid_request", "messages[0].content[0]"), 422)
+
+    # Invalid UTF-8 of every kind nlohmann's lexer refuses, and lone surrogates.
+    for what, raw_text in [
+        ("an overlong 2-byte sequence", b"\xc0\xaf"),
+        ("an overlong 3-byte sequence", b"\xe0\x80\xaf"),
+        ("a truncated sequence", b"\xe2\x82"),
+        ("a lone continuation byte", b"\x80"),
+        ("a UTF-8-encoded surrogate", b"\xed\xa0\x80"),
+        ("a code point past U+10FFFF", b"\xf4\x90\x80\x80"),
+        ("byte 0xFE", b"a\xfe"),
+        ("byte 0xFF", b"a\xff"),
+        ("a lone low surrogate", b"\\udc00"),
+        ("a high surrogate before a non-surrogate", b"\\ud800\\u0041"),
+        ("a high surrogate at the end", b"x\\ud83d"),
+    ]:
+        @case("hostile JSON", f"{what} in a string is a 422 invalid_json")
+        def _(raw_text=raw_text):
+            n = len(Upstream.seen)
+            st, _, b = post(GW, b'{"model":"gpt-4o","messages":[{"role":"user","content":"' +
+                            raw_text + b'"}]}')
+            audited(expect_error(st, b, 422, "invalid_json"), 422, "invalid_json")
+            assert len(Upstream.seen) == n, "nothing went upstream"
+
+    @case("hostile JSON", "invalid UTF-8 in a key is a 422 invalid_json")
+    def _():
+        st, _, b = post(GW, b'{"model":"gpt-4o","\xff":1,'
+                            b'"messages":[{"role":"user","content":"x"}]}')
+        audited(expect_error(st, b, 422, "invalid_json"), 422, "invalid_json")
+
+    for what, text in [("1e400 in max_tokens", '"max_tokens":1e400'),
+                       ("-1e400 in temperature", '"temperature":-1e400'),
+                       ("1e400 in an extra field", '"x_extra":1e400')]:
+        @case("hostile JSON", f"{what} is a 422 invalid_json (number overflow)")
+        def _(text=text):
+            st, _, b = post(GW, '{"model":"gpt-4o",' + text +
+                            ',"messages":[{"role":"user","content":"x"}]}')
+            audited(expect_error(st, b, 422, "invalid_json", "overflow"), 422, "invalid_json")
+
+    @case("hostile JSON", "a 100-digit integer in an extra field passes through byte for byte")
+    def _():
+        big = "9" * 100
+        text = '{"model":"gpt-4o","x_big":' + big + ',"messages":[{"role":"user","content":"big"}]}'
+        st, _, b = post(GW, text)
+        assert st == 200, (st, b)
+        assert Upstream.seen[-1]["body"]["x_big"] == int(big)
+
+    def msgs(*extra, first=None):
+        return [first or {"role": "user", "content": "hi"}, *extra]
+
+    # (what, fields to set (None removes), the field path the message names)
+    bad_requests = [
+        ("model a number", {"model": 5}, "`model`"),
+        ("model null", {"model": None}, "`model`"),
+        ("model an object", {"model": {"id": "gpt-4o"}}, "`model`"),
+        ("model empty", {"model": ""}, "`model`"),
+        ("model missing", {"model": KeyError}, "`model`"),
+        ("messages an object", {"messages": {"role": "user", "content": "hi"}}, "`messages`"),
+        ("messages a string", {"messages": "hi"}, "`messages`"),
+        ("messages empty", {"messages": []}, "`messages`"),
+        ("messages missing", {"messages": KeyError}, "`messages`"),
+        ("a message not an object", {"messages": msgs("hi")}, "`messages[1]`"),
+        ("role missing", {"messages": msgs(first={"content": "hi"})}, "`messages[0].role`"),
+        ("role a number", {"messages": msgs(first={"role": 1, "content": "hi"})},
+         "`messages[0].role`"),
+        ("role unknown", {"messages": msgs({"role": "assistant", "content": "a"},
+                                           {"role": "wizard", "content": "b"})},
+         "`messages[2].role`"),
+        ("content a number", {"messages": msgs(first={"role": "user", "content": 5})},
+         "`messages[0].content`"),
+        ("content an object", {"messages": msgs(first={"role": "user", "content": {"t": "x"}})},
+         "`messages[0].content`"),
+        ("name a number", {"messages": msgs(first={"role": "user", "content": "x", "name": 5})},
+         "`messages[0].name`"),
+        ("tool_calls an object", {"messages": msgs({"role": "assistant", "tool_calls": {}})},
+         "`messages[1].tool_calls`"),
+        ("a tool call not an object", {"messages": msgs({"role": "assistant", "tool_calls": [5]})},
+         "`messages[1].tool_calls[0]`"),
+        ("a tool call's function.name a number",
+         {"messages": msgs({"role": "assistant", "tool_calls": [
+             {"id": "c", "type": "function", "function": {"name": 5, "arguments": "{}"}}]})},
+         "`messages[1].tool_calls[0].function.name`"),
+        ("a tool call's arguments an object",
+         {"messages": msgs({"role": "assistant", "tool_calls": [
+             {"id": "c", "type": "function", "function": {"name": "f", "arguments": {}}}]})},
+         "`messages[1].tool_calls[0].function.arguments`"),
+        ("tool_call_id a number", {"messages": msgs({"role": "tool", "tool_call_id": 5,
+                                                     "content": "x"})},
+         "`messages[1].tool_call_id`"),
+        ("stream the string \"true\"", {"stream": "true"}, "`stream`"),
+        ("stream a number", {"stream": 1}, "`stream`"),
+        ("stream_options a string", {"stream_options": "usage"}, "`stream_options`"),
+        ("stream_options.include_usage a string", {"stream_options": {"include_usage": "yes"}},
+         "`stream_options.include_usage`"),
+        ("max_tokens a string", {"max_tokens": "10"}, "`max_tokens`"),
+        ("max_tokens negative", {"max_tokens": -1}, "`max_tokens`"),
+        ("max_tokens a fraction", {"max_tokens": 1.5}, "`max_tokens`"),
+        ("max_tokens 2^31", {"max_tokens": 2 ** 31}, "`max_tokens`"),
+        ("max_tokens a 100-digit integer", {"max_tokens": 10 ** 100}, "`max_tokens`"),
+        ("max_completion_tokens a string", {"max_completion_tokens": "5"},
+         "`max_completion_tokens`"),
+        ("max_completion_tokens negative", {"max_completion_tokens": -3},
+         "`max_completion_tokens`"),
+        ("temperature a string", {"temperature": "0.5"}, "`temperature`"),
+        ("temperature above 2", {"temperature": 2.5}, "`temperature`"),
+        ("temperature below 0", {"temperature": -0.1}, "`temperature`"),
+        ("temperature a 100-digit integer", {"temperature": 10 ** 100}, "`temperature`"),
+        ("top_p a string", {"top_p": "1"}, "`top_p`"),
+        ("top_p above 1", {"top_p": 1.5}, "`top_p`"),
+        ("presence_penalty above 2", {"presence_penalty": 3}, "`presence_penalty`"),
+        ("frequency_penalty a string", {"frequency_penalty": "0"}, "`frequency_penalty`"),
+        ("n zero", {"n": 0}, "`n`"),
+        ("n a string", {"n": "2"}, "`n`"),
+        ("seed a string", {"seed": "42"}, "`seed`"),
+        ("logprobs a string", {"logprobs": "true"}, "`logprobs`"),
+        ("top_logprobs above 20", {"top_logprobs": 21}, "`top_logprobs`"),
+        ("stop a number", {"stop": 5}, "`stop`"),
+        ("a stop item a number", {"stop": ["\n", 1]}, "`stop[1]`"),
+        ("tools an object", {"tools": {"type": "function"}}, "`tools`"),
+        ("a tool not an object", {"tools": ["get_weather"]}, "`tools[0]`"),
+        ("a tool without type", {"tools": [{"function": {"name": "f"}}]}, "`tools[0].type`"),
+        ("a function tool without function", {"tools": [{"type": "function"}]},
+         "`tools[0].function`"),
+        ("a tool without function.name", {"tools": [{"type": "function",
+                                                     "function": {"description": "d"}}]},
+         "`tools[0].function.name`"),
+        ("a tool's function.name a number", {"tools": [{"type": "function",
+                                                        "function": {"name": 5}}]},
+         "`tools[0].function.name`"),
+        ("a tool's parameters a string", {"tools": [{"type": "function", "function": {
+            "name": "f", "parameters": "{}"}}]}, "`tools[0].function.parameters`"),
+        ("tool_choice a number", {"tool_choice": 1}, "`tool_choice`"),
+        ("tool_choice without function", {"tool_choice": {"type": "function"}},
+         "`tool_choice.function`"),
+        ("tool_choice without function.name", {"tool_choice": {"type": "function",
+                                                               "function": {}}},
+         "`tool_choice.function.name`"),
+        ("user a number", {"user": 5}, "`user`"),
+        ("metadata a string", {"metadata": "tag"}, "`metadata`"),
+        ("a metadata value a number", {"metadata": {"team": 5}}, "`metadata.team`"),
+        ("logit_bias a list", {"logit_bias": [1]}, "`logit_bias`"),
+        ("response_format a string", {"response_format": "json_object"}, "`response_format`"),
+        ("response_format without type", {"response_format": {}}, "`response_format.type`"),
+        ("parallel_tool_calls a string", {"parallel_tool_calls": "yes"}, "`parallel_tool_calls`"),
+    ]
+    for what, fields, needle in bad_requests:
+        @case("hostile JSON", f"{what} is a 422 naming {needle}")
+        def _(fields=fields, needle=needle):
+            req = {"model": "gpt-4o", "messages": msgs()}
+            for k, v in fields.items():
+                if v is KeyError:
+                    del req[k]
+                else:
+                    req[k] = v
+            n = len(Upstream.seen)
+            st, _, b = post(GW, json.dumps(req))
+            rid = expect_error(st, b, 422, "invalid_request", needle)
+            assert b["error"]["type"] == "validation_error", b
+            audited(rid, 422, "invalid_request")
+            assert len(Upstream.seen) == n, "nothing went upstream"
+
+    # What the OpenAI API accepts must pass, byte for byte.
+    nulls = {k: None for k in [
+        "stream", "stream_options", "max_tokens", "max_completion_tokens", "temperature",
+        "top_p", "n", "tools", "tool_choice", "user", "metadata", "stop", "seed",
+        "presence_penalty", "frequency_penalty", "logit_bias", "logprobs", "top_logprobs",
+        "response_format", "parallel_tool_calls", "service_tier", "store", "modalities"]}
+    full = {
+        "stream": False, "stream_options": {"include_usage": True}, "max_tokens": 10.0,
+        "max_completion_tokens": 2147483647, "temperature": 0, "top_p": 1, "n": 1, "seed": -7,
+        "presence_penalty": -2, "frequency_penalty": 2.0, "logprobs": True, "top_logprobs": 0,
+        "stop": ["\n", "END"], "user": "u-1", "metadata": {"team": "billing"},
+        "logit_bias": {"50256": -100}, "response_format": {"type": "json_object"},
+        "tools": [{"type": "function", "function": {"name": "get_account_balance",
+                                                    "parameters": {"type": "object"},
+                                                    "strict": None}},
+                  {"type": "custom", "custom": {"name": "grammar_tool"}}],
+        "tool_choice": {"type": "function", "function": {"name": "get_account_balance"}},
+        "x_vendor": {"anything": [1, "two", None]},
+        "messages": [
+            {"role": "system", "content": "be brief"},
+            {"role": "developer", "content": [{"type": "text", "text": "really brief"}]},
+            {"role": "user", "content": "balance?", "name": "ann"},
+            {"role": "assistant", "content": None, "tool_calls": [
+                {"id": "call_1", "type": "function",
+                 "function": {"name": "get_account_balance", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "42"},
+        ],
+    }
+    for what, fields in [("every optional field null", nulls),
+                         ("every field the API types, well typed, and an unknown one", full),
+                         ("stop as a string, tool_choice as a string", {"stop": "END",
+                                                                        "tool_choice": "auto"})]:
+        @case("hostile JSON", f"accepted: {what}")
+        def _(fields=fields):
+            req = {"model": "gpt-4o", "messages": msgs()}
+            req.update(fields)
+            text = json.dumps(req)
+            st, _, b = post(GW, text)
+            assert st == 200, (st, b)
+            assert Upstream.seen[-1]["body"] == json.loads(text), "forwarded as sent"
 
     # --- HTTP framing ----------------------------------------------------------
     smuggled = (b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -449,6 +932,167 @@ def run_cases():
         s.close()
         assert time.time() - t0 < 5, "closed at the 2 s client timeout"
         audited_status(408, "request_timeout")
+
+    ok_body = chat("framing ok").encode()
+
+    def framed(head):
+        """A request head written out (its Content-Length a %d), then the body."""
+        return head % len(ok_body) + ok_body
+
+    # Header bytes the parser must refuse (RFC 9112 §2.2, §5, §5.2): each a 400
+    # bad_request with its audit record, and the connection closed.
+    for what, req in [
+        ("obs-fold (a header line starting with a space)",
+         request_bytes(ok_body, b"X-Request-Source: a", b" folded")),
+        ("obs-fold (a header line starting with a tab)",
+         request_bytes(ok_body, b"X-Request-Source: a", b"\tfolded")),
+        ("whitespace before the first header line",
+         framed(b"POST /v1/chat/completions HTTP/1.1\r\n Host: x\r\nContent-Length: %d\r\n\r\n")),
+        ("a bare CR inside a header value", request_bytes(ok_body, b"X-Request-Source: a\rb")),
+        ("a bare CR as a line end",
+         framed(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\rContent-Length: %d\r\n\r\n")),
+        ("bare LF line ends throughout",
+         framed(b"POST /v1/chat/completions HTTP/1.1\nHost: x\nContent-Length: %d\n\n")),
+        ("a bare LF ending one header line",
+         framed(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\nContent-Length: %d\r\n\r\n")),
+        ("a bare LF before the empty line",
+         framed(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\n")),
+        ("NUL in a header name", request_bytes(ok_body, b"X-Req\x00uest-Source: a")),
+        ("NUL in a header value", request_bytes(ok_body, b"X-Request-Source: a\x00b")),
+        ("NUL in the request target", request_bytes(ok_body, target=b"/v1/chat\x00/completions")),
+        ("NUL in the method", request_bytes(ok_body, method=b"PO\x00ST")),
+        ("NUL in the version",
+         b"POST /v1/chat/completions HTTP/1.\x001\r\nHost: x\r\n\r\n"),
+        ("Content-Length not a number", request_bytes(ok_body, b"Content-Length: 1x")),
+        ("Content-Length negative", request_bytes(ok_body, b"Content-Length: -5")),
+        ("Content-Length with a plus sign", request_bytes(ok_body, b"Content-Length: +%d" %
+                                                          len(ok_body))),
+        ("Content-Length overflowing 64 bits",
+         request_bytes(ok_body, b"Content-Length: 99999999999999999999999")),
+        ("Content-Length empty", request_bytes(ok_body, b"Content-Length: ")),
+        ("two Content-Length fields that disagree",
+         request_bytes(ok_body, b"Content-Length: %d" % len(ok_body), b"Content-Length: 5")),
+        ("one Content-Length field with two values",
+         request_bytes(ok_body, b"Content-Length: %d, 5" % len(ok_body))),
+    ]:
+        @case("HTTP framing", f"{what} is a 400")
+        def _(req=req):
+            n = len(Upstream.seen)
+            t0 = time.time()
+            out = raw(GW, req)
+            assert time.time() - t0 < 2.5, "answered at once, not at a timeout"
+            raw_error(out, 400, "bad_request")
+            assert out.count(b"HTTP/1.1 ") == 1, out
+            assert len(Upstream.seen) == n, "nothing went upstream"
+
+    @case("HTTP framing", "Expect: 100-continue gets 100 Continue, then its answer")
+    def _():
+        s = socket.create_connection(("127.0.0.1", GW.port), timeout=3)
+        req = request_bytes(ok_body, b"Expect: 100-continue")
+        head, body = req[:req.index(b"\r\n\r\n") + 4], req[req.index(b"\r\n\r\n") + 4:]
+        s.sendall(head)
+        got = s.recv(65536)
+        assert got.startswith(b"HTTP/1.1 100 Continue\r\n"), got
+        s.sendall(body)
+        out = b""
+        while b"python says: framing ok" not in out:
+            more = s.recv(65536)
+            assert more, out
+            out += more
+        s.close()
+        st, _, parsed = parse_raw(got + out)
+        assert st == 200 and parsed["choices"][0]["message"]["content"] == \
+            "python says: framing ok", (st, parsed)
+
+    @case("HTTP framing", "a body trickling past the client timeout: closed, audited as 408")
+    def _():
+        rid = "wire-slow-body-%d" % time.time_ns()
+        s = socket.create_connection(("127.0.0.1", GW.port), timeout=10)
+        s.sendall(request_bytes(b"", b"X-Request-Id: " + rid.encode(),
+                                b"Content-Length: %d" % len(ok_body)))
+        t0 = time.time()
+        closed = False
+        try:
+            for byte in ok_body:
+                s.sendall(bytes([byte]))
+                time.sleep(0.25)
+                if time.time() - t0 > 8:
+                    break
+            s.settimeout(2)
+            closed = s.recv(65536) == b""
+        except (ConnectionResetError, BrokenPipeError):
+            closed = True
+        s.close()
+        assert closed, "the gateway closed the connection"
+        assert time.time() - t0 < 5, "at the 2 s client timeout"
+        audited(rid, 408, "request_timeout")
+
+    @case("HTTP framing", "a request line that stalls is closed at the client timeout, audited")
+    def _():
+        def unparsed():
+            return sum(1 for e in GW.events() if e.get("event") == "request" and
+                       e.get("status") == 408 and e.get("path") == "(unparsed)")
+        before = unparsed()
+        t0 = time.time()
+        out = raw(GW, b"POST /v1/chat/compl", wait=5)
+        assert out == b"" and time.time() - t0 < 4, (out, time.time() - t0)
+        for _ in range(50):
+            if unparsed() == before + 1:
+                break
+            time.sleep(0.05)
+        assert unparsed() == before + 1, "one 408 record for the stalled request line"
+
+    @case("HTTP framing", "headers over 16 KiB are a 431")
+    def _():
+        out = raw(GW, request_bytes(ok_body, b"X-Pad: " + b"p" * (20 << 10)))
+        raw_error(out, 431, "headers_too_large")
+
+    for what, half in [("the client half-closes", True), ("the client closes", False)]:
+        @case("HTTP framing", f"a body shorter than its Content-Length, then {what}: a 400")
+        def _(half=half):
+            rid = "wire-short-%d" % time.time_ns()
+            s = socket.create_connection(("127.0.0.1", GW.port), timeout=3)
+            s.sendall(request_bytes(ok_body[:10], b"X-Request-Id: " + rid.encode(),
+                                    b"Content-Length: %d" % len(ok_body)))
+            out = b""
+            if half:
+                s.shutdown(socket.SHUT_WR)
+                out = read_all(s)
+            s.close()
+            if half:
+                assert raw_error(out, 400, "bad_request") == rid
+            else:
+                audited(rid, 400, "bad_request")
+
+    @case("HTTP framing", "GET on /v1/chat/completions is a 405 with Allow: POST")
+    def _():
+        out = raw(GW, b"GET /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        raw_error(out, 405, "method_not_allowed")
+        assert parse_raw(out)[1].get("allow") == "POST", out
+
+    for method in [b"PUT", b"FOO", b"post"]:
+        @case("HTTP framing", f"method {method.decode()} on /v1/chat/completions is a 405")
+        def _(method=method):
+            out = raw(GW, request_bytes(ok_body, b"Connection: close", method=method))
+            raw_error(out, 405, "method_not_allowed")
+            assert parse_raw(out)[1].get("allow") == "POST", out
+
+    @case("HTTP framing", "an unknown path is a 404 not_found (other routes are not audited)")
+    def _():
+        out = raw(GW, request_bytes(ok_body, b"Connection: close", target=b"/v1/chat/complete"))
+        st, h, body = parse_raw(out)
+        assert st == 404 and body["error"]["code"] == "not_found", out
+        assert "/v1/chat/complete" in body["error"]["message"]
+        time.sleep(0.1)
+        assert not [e for e in GW.events() if e.get("request_id") == h["x-request-id"]]
+
+    @case("HTTP framing", "an absolute-form target is served by its path (RFC 9112 §3.2.2)")
+    def _():
+        out = raw(GW, request_bytes(ok_body, b"Connection: close",
+                                    target=b"http://gateway.example/v1/chat/completions"))
+        st, _, body = parse_raw(out)
+        assert st == 200 and body["choices"][0]["message"]["content"] == \
+            "python says: framing ok", out[:300]
 
 
 if __name__ == "__main__":
