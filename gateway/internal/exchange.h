@@ -30,6 +30,7 @@ struct Exchange {
   std::string model;
   std::string provider;
   bool stream = false;
+  bool stream_started = false;  // the stream's response header went out
   int status = 0;
   std::string outcome = "allowed";  // allowed | blocked | error | not_evaluated | …
   std::string error_code;

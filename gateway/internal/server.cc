@@ -5,6 +5,7 @@
 #include "gateway/internal/server.h"
 
 #include <algorithm>
+#include <iostream>
 #include <optional>
 
 #include "gateway/internal/exchange.h"
@@ -216,13 +217,13 @@ std::optional<Decision> JudgeResponse(const PolicyEngine& engine, const Json& re
     if (message.contains("tool_calls") && message["tool_calls"].is_array()) {
       int index = 0;
       for (const Json& call : message["tool_calls"]) {
-        const Json fn = call.value("function", Json::object());
+        const Json* fn = FieldOf(call, "function");
+        const Json none = Json::object();
+        if (fn == nullptr) fn = &none;
         int64_t t = MonoMicros();
-        Decision d = engine.EvaluateToolCall(request, fn.value("name", ""),
-                                             fn.contains("arguments") && fn["arguments"].is_string()
-                                                 ? fn["arguments"].get<std::string>()
-                                                 : "",
-                                             call.value("id", ""), index++, ctx);
+        Decision d = engine.EvaluateToolCall(request, StringField(*fn, "name"),
+                                             StringField(*fn, "arguments"), StringField(call, "id"),
+                                             index++, ctx);
         x->policy_us += MonoMicros() - t;
         Record(x, d);
         if (d.blocked || (d.error && !fail_open)) return d;
@@ -231,11 +232,8 @@ std::optional<Decision> JudgeResponse(const PolicyEngine& engine, const Json& re
     if (message.contains("content") && message["content"].is_string()) {
       std::string text = message["content"].get<std::string>();
       int64_t t = MonoMicros();
-      Decision d = engine.EvaluateOutput(request, &text,
-                                         choice.value("finish_reason", Json("")).is_string()
-                                             ? choice["finish_reason"].get<std::string>()
-                                             : "",
-                                         ctx);
+      Decision d =
+          engine.EvaluateOutput(request, &text, StringField(choice, "finish_reason"), ctx);
       x->policy_us += MonoMicros() - t;
       Record(x, d);
       if (d.blocked || (d.error && !fail_open)) return d;
@@ -254,6 +252,34 @@ asio::awaitable<bool> WriteChunk(beast::tcp_stream& stream, const std::string& d
   auto chunk = http::make_chunk(asio::buffer(data));
   co_await asio::async_write(stream, chunk, Redirect(ec));
   co_return !ec;
+}
+
+// A request that hit a defect in the gateway (an exception): it costs this
+// request, never the connection's answer or the process. Fails closed: a
+// 500 with its audit record, or, when the stream's header is already out,
+// an error frame to end the stream. The connection then closes.
+asio::awaitable<Handled> Defect(Gateway* g, beast::tcp_stream& stream, Exchange* x,
+                                const std::string& what, Response* res) {
+  std::cerr << "kt gateway: internal error in request " << x->request_id << ": " << what
+            << std::endl;
+  x->outcome = "error";
+  const char* message = "the gateway failed on this request (an internal error, in its log)";
+  if (!x->stream_started) {
+    *res = ErrorResponse(g, x, 500, "internal_error", "internal_error", message, false);
+    co_return Handled::kReply;
+  }
+  x->error_code = "internal_error";
+  x->error_message = message;
+  WriteAudit(g, *x);
+  std::string frame =
+      "data: " + Dump(ErrorEnvelope("internal_error", "internal_error", message, x->request_id)) +
+      "\n\n";
+  if (co_await WriteChunk(stream, frame)) {
+    beast::error_code ec;
+    auto last = http::make_chunk_last();
+    co_await asio::async_write(stream, last, Redirect(ec));
+  }
+  co_return Handled::kStreamed;
 }
 
 asio::awaitable<void> Sleep(double ms) {
@@ -524,6 +550,7 @@ asio::awaitable<Handled> ChatCompletions(Gateway* g, beast::tcp_stream& stream,
   }
 
   // Streamed: headers now, then frames as they are judged.
+  x->stream_started = true;
   http::response<http::empty_body> head{http::status::ok, 11};
   SetCommonHeaders(&head, *x);
   head.set(http::field::content_type, "text/event-stream; charset=utf-8");
@@ -978,7 +1005,15 @@ asio::awaitable<void> Session(tcp::socket socket, Gateway* g, UpstreamPool* pool
           Gateway* g;
           ~Done() { --g->in_flight; }
         } done{g};
-        handled = co_await ChatCompletions(g, stream, req, &x, keep_alive, &res);
+        std::string defect;
+        try {
+          handled = co_await ChatCompletions(g, stream, req, &x, keep_alive, &res);
+        } catch (const std::exception& e) {
+          defect = e.what();
+        }
+        if (!defect.empty()) {
+          handled = co_await Defect(g, stream, &x, defect, &res);
+        }
       }
     } else if (target == "/v1/models" && req.method() == http::verb::get) {
       x.path.clear();  // not audited

@@ -160,7 +160,9 @@ class StreamRelay {
 
   void AccumulateTool(int choice, const Json& tc) {
     if (!tc.is_object()) return;
-    int i = tc.value("index", 0);
+    // A wrong-typed index reads as 0 (value() would throw on it).
+    const Json* at = FieldOf(tc, "index");
+    int i = at != nullptr && at->is_number_integer() ? at->get<int>() : 0;
     auto& call = tools_[choice][i];
     if (tc.contains("id") && tc["id"].is_string()) call.id = tc["id"].get<std::string>();
     if (tc.contains("function") && tc["function"].is_object()) {

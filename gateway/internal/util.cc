@@ -234,4 +234,15 @@ bool ParseJsonStrict(std::string_view text, nlohmann::json* out, std::string* er
   return ok;
 }
 
+const nlohmann::json* FieldOf(const nlohmann::json& object, std::string_view key) {
+  if (!object.is_object()) return nullptr;
+  auto it = object.find(key);
+  return it == object.end() ? nullptr : &*it;
+}
+
+std::string StringField(const nlohmann::json& object, std::string_view key) {
+  const nlohmann::json* v = FieldOf(object, key);
+  return v != nullptr && v->is_string() ? v->get<std::string>() : "";
+}
+
 }  // namespace kt::gateway

@@ -50,6 +50,12 @@ inline constexpr std::size_t kMaxJsonDepth = 128;
 bool ParseJsonStrict(std::string_view text, nlohmann::json* out, std::string* error,
                      std::size_t max_depth = kMaxJsonDepth);
 
+// Reading what an upstream sent, whatever its shape: a missing field, a
+// field of another type and a value that is not an object all read as
+// absent, where nlohmann's value() and get() would throw.
+const nlohmann::json* FieldOf(const nlohmann::json& object, std::string_view key);
+std::string StringField(const nlohmann::json& object, std::string_view key);
+
 // The bearer token of an Authorization header value ("" when there is none).
 std::string BearerToken(std::string_view authorization);
 
