@@ -43,7 +43,7 @@ test-asan: deps
 	@if [ ! -f $(ASAN_DIR)/build.ninja ]; then \
 	  cmake -S . -B $(ASAN_DIR) -G Ninja -DKT_SANITIZE=ON -DKT_BUILD_BENCH=OFF $(CMAKE_FLAGS); fi
 	@cmake --build $(ASAN_DIR) -j $(JOBS)
-	@cd $(ASAN_DIR) && ASAN_OPTIONS=$${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1} \
+	@cd $(ASAN_DIR) && KT_SANITIZED=1 ASAN_OPTIONS=$${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1} \
 	  UBSAN_OPTIONS=$${UBSAN_OPTIONS:-print_stacktrace=1} ctest --output-on-failure -j $(JOBS)
 
 # libFuzzer on every target for FUZZ_SECONDS each (scripts/fuzz).

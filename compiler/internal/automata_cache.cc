@@ -84,6 +84,7 @@ class Reader {
   }
   void Raw(void* p, std::size_t n) {
     if (!ok_ || n > in_.size() - pos_) return Fail();
+    if (n == 0) return;  // an empty vector's data() may be null: memcpy's UB
     std::memcpy(p, in_.data() + pos_, n);
     pos_ += n;
   }

