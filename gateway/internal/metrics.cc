@@ -122,6 +122,9 @@ std::string Metrics::Render(const std::string& version, const std::string& polic
   out += "# HELP kt_stream_hold_capped_total Streams whose hold-back reached the cap.\n";
   out += "# TYPE kt_stream_hold_capped_total counter\n";
   out += "kt_stream_hold_capped_total " + std::to_string(hold_capped.load()) + "\n";
+  out += "# HELP kt_internal_errors_total Requests failed by a defect in the gateway (see its log).\n";
+  out += "# TYPE kt_internal_errors_total counter\n";
+  out += "kt_internal_errors_total " + std::to_string(internal_errors.load()) + "\n";
   out += "# HELP kt_info The running version and policy-set version.\n# TYPE kt_info gauge\n";
   out += "kt_info{version=\"" + Label(version) + "\",policy_version=\"" + Label(policy_version) +
          "\"} 1\n";

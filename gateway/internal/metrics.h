@@ -41,6 +41,7 @@ struct Metrics {
   std::atomic<int64_t> active_streams{0};
   std::atomic<int64_t> held_bytes{0};    // streamed output held back right now
   std::atomic<uint64_t> hold_capped{0};  // streams that hit the hold cap
+  std::atomic<uint64_t> internal_errors{0};  // requests that hit a gateway defect
 
  private:
   mutable std::mutex mu_;

@@ -262,6 +262,7 @@ asio::awaitable<Handled> Defect(Gateway* g, beast::tcp_stream& stream, Exchange*
                                 const std::string& what, Response* res) {
   std::cerr << "kt gateway: internal error in request " << x->request_id << ": " << what
             << std::endl;
+  ++g->metrics.internal_errors;
   x->outcome = "error";
   const char* message = "the gateway failed on this request (an internal error, in its log)";
   if (!x->stream_started) {

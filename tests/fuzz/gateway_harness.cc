@@ -157,6 +157,8 @@ GatewayHarness::GatewayHarness(gateway::Options options, bool fake_upstream) {
 
 GatewayHarness::~GatewayHarness() = default;
 
+uint64_t GatewayHarness::internal_errors() const { return s_->g.metrics.internal_errors.load(); }
+
 void GatewayHarness::SetUpstreamReply(std::string_view bytes) { s_->reply.assign(bytes); }
 
 std::string GatewayHarness::Roundtrip(std::string_view request) {

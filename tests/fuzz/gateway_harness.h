@@ -10,6 +10,7 @@
 #ifndef KT_TESTS_FUZZ_GATEWAY_HARNESS_H_
 #define KT_TESTS_FUZZ_GATEWAY_HARNESS_H_
 
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -33,6 +34,11 @@ class GatewayHarness {
   // Sends `request` on a fresh client connection, half-closes it, and
   // returns everything the gateway wrote until it closed the connection.
   std::string Roundtrip(std::string_view request);
+
+  // Requests so far that hit a defect (an exception the session turned into
+  // a 500 internal_error). Counted by the gateway, not read from its
+  // output: an upstream's relayed error body may say anything.
+  uint64_t internal_errors() const;
 
   // The gateway's default options for fuzzing: quick client timeouts, the
   // audit log to /dev/null, one thread.
