@@ -165,8 +165,18 @@ std::string GatewayHarness::Roundtrip(std::string_view request) {
   gateway::Gateway& g = s_->g;
   asio::io_context& io = g.io();
   tcp::socket client(io);
-  client.connect(s_->listener->local_endpoint());
-  tcp::socket server = s_->listener->accept();
+  tcp::socket server(io);
+  // Blocking calls on loopback; libFuzzer's timeout alarm can interrupt them.
+  beast::error_code ec;
+  do {
+    client.close(ec);
+    client.connect(s_->listener->local_endpoint(), ec);
+  } while (ec == asio::error::interrupted);
+  if (ec) Die("connect: " + ec.message());
+  do {
+    s_->listener->accept(server, ec);
+  } while (ec == asio::error::interrupted);
+  if (ec) Die("accept: " + ec.message());
   int running = 3;
   asio::co_spawn(io, gateway::Session(std::move(server), &g, g.pools[0].get()),
                  [&](std::exception_ptr e) {
