@@ -4,6 +4,8 @@
 #include <random>
 #include <thread>
 
+#include <unistd.h>
+
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
@@ -27,8 +29,13 @@ std::shared_ptr<const PolicyEngine> LoadFiles(const std::vector<std::string>& fi
 }
 
 std::shared_ptr<const PolicyEngine> LoadText(const std::string& text) {
+  // ctest runs each test in its own process, two at a time: the name must
+  // be unique across processes, or one test loads another's half-written
+  // policy (seen as a crash in CI when the blocking decision was missing).
   static int n = 0;
-  std::string path = ::testing::TempDir() + "/engine_test_" + std::to_string(n++) + ".ktp";
+  std::string path = ::testing::TempDir() + "/engine_test_" + std::to_string(getpid()) + "_" +
+                     ::testing::UnitTest::GetInstance()->current_test_info()->name() + "_" +
+                     std::to_string(n++) + ".ktp";
   std::ofstream(path) << text;
   return LoadFiles({path});
 }
