@@ -13,7 +13,13 @@ namespace kt::cli {
 void AddGatewayCommands(CLI::App* app, CommonOptions* common, int* exit_code) {
   CLI::App* gateway = app->add_subcommand("gateway", "the OpenAI-compatible policy gateway");
   gateway->require_subcommand(1);
-  CLI::App* run = gateway->add_subcommand("run", "serve /v1/chat/completions, enforcing policies");
+  CLI::App* routes = gateway->add_subcommand(
+      "routes", "print the route table: methods, bodies and the stages each route runs");
+  routes->callback([exit_code] {
+    std::cout << gateway::RouteCensus();
+    *exit_code = 0;
+  });
+  CLI::App* run = gateway->add_subcommand("run", "serve the OpenAI API surfaces, enforcing policies");
   auto options = std::make_shared<gateway::Options>();
   auto fail_mode = std::make_shared<std::string>("block");
   run->add_option("--listen", options->listen, "HOST:PORT to listen on")->capture_default_str();
@@ -21,6 +27,11 @@ void AddGatewayCommands(CLI::App* app, CommonOptions* common, int* exit_code) {
       ->required();
   run->add_option("--upstream", options->upstream,
                   "send every model to this OpenAI-compatible base URL (ahead of providers)");
+  run->add_option("--upstream-apis", options->upstream_apis,
+                  "the surfaces --upstream speaks itself (chat, responses, embeddings, "
+                  "completions; default all); the others are translated to chat")
+      ->delimiter(',')
+      ->check(CLI::IsMember({"chat", "responses", "embeddings", "completions"}));
   run->add_option("--upstream-api-key", options->upstream_api_key,
                   "key for --upstream (default: $KT_UPSTREAM_API_KEY, else the client's)");
   run->add_option("--fail-mode", *fail_mode,

@@ -285,6 +285,9 @@ struct ProviderConfig {
   std::string kind;  // openai | anthropic | mock
   std::string base_url;
   std::vector<std::string> models;  // globs
+  // The wire surfaces it speaks itself ("chat", "responses", "embeddings",
+  // "completions"); empty: the kind's default.
+  std::vector<std::string> apis;
   std::string api_key;              // empty: forward the client's key
   std::string auth_header;          // empty: Authorization: Bearer
   int64_t chunk_size = 0;           // mock: bytes of content per stream chunk

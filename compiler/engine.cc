@@ -401,6 +401,9 @@ std::shared_ptr<const PolicyEngine> PolicyEngine::Load(const std::vector<std::st
         if (n == "models") {
           for (const internal::ExprPtr& item : v.children) p.models.push_back(StringValue(*item));
         }
+        if (n == "apis") {
+          for (const internal::ExprPtr& item : v.children) p.apis.push_back(StringValue(*item));
+        }
       }
       im.providers.push_back(std::move(p));
     }

@@ -7,7 +7,9 @@
 #include <thread>
 
 #include "compiler/compiler.h"
-#include "gateway/internal/server.h"
+#include "gateway/internal/admin.h"
+#include "gateway/internal/router.h"
+#include "gateway/internal/session.h"
 #include "gateway/internal/util.h"
 
 namespace kt::gateway {
@@ -185,5 +187,7 @@ int Run(const Options& options) {
   std::cerr << "kt gateway: stopped" << std::endl;
   return 0;
 }
+
+std::string RouteCensus() { return RenderRouteTable(); }
 
 }  // namespace kt::gateway

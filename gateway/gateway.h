@@ -1,8 +1,9 @@
 // kt gateway facade: the only header other layers include from gateway/.
 //
 // Purpose. An OpenAI-compatible HTTP gateway that enforces a policy set on
-// every chat completion: the input before any upstream call, tool calls
-// before the client sees them, and the output, also while it streams.
+// every model surface (chat completions, responses, completions,
+// embeddings): the input before any upstream call, tool calls before the
+// client sees them, and the output, also while it streams.
 //
 // Ownership and threads. `Run` owns everything it starts: one io_context and
 // one upstream keep-alive pool per worker thread (a connection stays on one
@@ -35,6 +36,9 @@ struct Options {
   // policy set's providers.
   std::string upstream;
   std::string upstream_api_key;
+  // The surfaces `upstream` speaks itself (empty: all); the others are
+  // translated to chat completions.
+  std::vector<std::string> upstream_apis;
   bool fail_open = false;      // --fail-mode allow: an evaluation error lets traffic through
   int max_concurrency = 1024;  // requests in flight; beyond it, 503
   int threads = 0;             // 0: one per core
@@ -66,6 +70,11 @@ struct Options {
 
 // Runs the gateway until SIGINT/SIGTERM. Returns the process exit code.
 int Run(const Options& options);
+
+// The route table, the census of what the gateway serves (`kt gateway
+// routes`): each route's method, the bodies it takes and gives, and the
+// stages that run on it, as a Markdown table.
+std::string RouteCensus();
 
 // `kt audit verify`: checks the hash chain of an audit log. Each line's
 // `prev_hash` must be the SHA-256 of the line before it; the first line's

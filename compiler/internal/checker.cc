@@ -87,6 +87,7 @@ class Checker {
   void CheckLimit(Module* m, const LimitDecl& l);
   void CheckTest(Module* m, const TestDecl& t);
   void CheckProvider(Module* m, const ProviderDecl& p);
+  void CheckProviderApis(Module* m, const Expr& v);
   void CheckTestExpectations();
   void ReportUnused(Module* m);
 
@@ -607,6 +608,20 @@ void Checker::CheckTestExpectations() {
   }
 }
 
+// `apis`: the wire surfaces a provider speaks itself (the gateway translates
+// the others to chat); each must be one the gateway knows.
+void Checker::CheckProviderApis(Module* m, const Expr& v) {
+  static const std::vector<std::string> kApis = {"chat", "responses", "embeddings", "completions"};
+  if (v.kind != ExprKind::kList) return;
+  for (const ExprPtr& item : v.children) {
+    if (item->kind != ExprKind::kString) continue;
+    if (std::find(kApis.begin(), kApis.end(), item->text) != kApis.end()) continue;
+    std::string help = SuggestName(item->text, kApis);
+    if (help.empty()) help = "apis are `chat`, `responses`, `embeddings` and `completions`";
+    Report(m, DiagId::kBadProvider, item->span, "unknown api `" + item->text + "`", help);
+  }
+}
+
 void Checker::CheckProvider(Module* m, const ProviderDecl& p) {
   auto [it, inserted] = providers_.emplace(p.name.text, std::make_pair(m, p.name.span));
   if (!inserted) {
@@ -615,7 +630,7 @@ void Checker::CheckProvider(Module* m, const ProviderDecl& p) {
   }
   static const std::vector<std::string> kFields = {"kind",    "base_url",   "models",
                                                    "api_key", "chunk_size", "latency",
-                                                   "timeout", "auth_header"};
+                                                   "timeout", "auth_header", "apis"};
   static const std::vector<std::string> kKinds = {"openai", "anthropic", "mock"};
   std::map<std::string, const ProviderField*> seen;
   std::string kind;
@@ -623,7 +638,7 @@ void Checker::CheckProvider(Module* m, const ProviderDecl& p) {
     const std::string& n = f.name.text;
     if (std::find(kFields.begin(), kFields.end(), n) == kFields.end()) {
       std::string help = SuggestName(n, kFields);
-      if (help.empty()) help = "provider fields are kind, base_url, models, api_key, timeout, auth_header, chunk_size and latency";
+      if (help.empty()) help = "provider fields are kind, base_url, models, apis, api_key, timeout, auth_header, chunk_size and latency";
       Report(m, DiagId::kBadProvider, f.name.span, "unknown provider field `" + n + "`", help);
       continue;
     }
@@ -648,7 +663,7 @@ void Checker::CheckProvider(Module* m, const ProviderDecl& p) {
     }
     const Type* t = Check(m, v, &env);
     if (IsError(t)) continue;
-    const Type* want = n == "models"                              ? types_.List(types_.string())
+    const Type* want = n == "models" || n == "apis"               ? types_.List(types_.string())
                        : n == "chunk_size"                        ? types_.integer()
                        : (n == "latency" || n == "timeout")       ? types_.duration()
                                                                   : types_.string();
@@ -656,6 +671,7 @@ void Checker::CheckProvider(Module* m, const ProviderDecl& p) {
       Report(m, DiagId::kTypeMismatch, v.span,
              "`" + n + "` must be `" + Types::Name(want) + "`, found `" + Types::Name(t) + "`");
     }
+    if (n == "apis") CheckProviderApis(m, v);
     if (n == "api_key" && v.kind == ExprKind::kString) {
       Report(m, DiagId::kUntestedLiteralKey, v.span,
              "api key written into the policy source",

@@ -22,6 +22,12 @@ EvalContext ContextOf(const Exchange& x, const http::request<http::string_body>&
   return ctx;
 }
 
+void NotEvaluated(Exchange* x, std::string where, std::string reason) {
+  // Bounded: a hostile request with ten thousand images is one record.
+  if (x->not_evaluated.size() >= 32) return;
+  x->not_evaluated.push_back({{"where", std::move(where)}, {"reason", std::move(reason)}});
+}
+
 void Record(Exchange* x, const Decision& d) {
   for (const PolicyHit& h : d.hits) {
     Json spans = Json::array();
@@ -65,6 +71,8 @@ void WriteAudit(Gateway* g, const Exchange& x) {
   Json e = base("request");
   e["method"] = x.method;
   e["path"] = x.path;
+  if (!x.surface.empty()) e["surface"] = x.surface;
+  if (!x.upstream_api.empty()) e["upstream_api"] = x.upstream_api;
   e["stream"] = x.stream;
   e["status"] = x.status;
   e["outcome"] = x.outcome;
@@ -77,6 +85,7 @@ void WriteAudit(Gateway* g, const Exchange& x) {
   if (!x.usage.is_null()) e["usage"] = x.usage;
   if (x.stream) e["stream_hold"] = {{"max_held_bytes", x.max_held}, {"capped", x.stream_capped}};
   if (!x.prompt.is_null()) e["prompt"] = x.prompt;
+  if (!x.not_evaluated.empty()) e["not_evaluated"] = x.not_evaluated;
   events.push_back(std::move(e));
   g->audit.WriteAll(std::move(events));
 

@@ -1,6 +1,6 @@
-// One chat-completion exchange as the gateway records it: what the audit
-// trail, the metrics and the response headers need, and the helpers that
-// fill it. Shared by the request pipeline (server.cc) and the stream relay.
+// One exchange as the gateway records it, whatever the wire surface: what
+// the audit trail, the metrics and the response headers need, and the
+// helpers that fill it. Shared by the pipeline and the stream relays.
 #ifndef KT_GATEWAY_INTERNAL_EXCHANGE_H_
 #define KT_GATEWAY_INTERNAL_EXCHANGE_H_
 
@@ -10,7 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "compiler/compiler.h"
-#include "gateway/internal/server.h"
+#include "gateway/internal/state.h"
 
 namespace kt::gateway {
 
@@ -29,6 +29,8 @@ struct Exchange {
   std::string path;
   std::string model;
   std::string provider;
+  std::string surface;       // the client's wire surface: chat | responses | …
+  std::string upstream_api;  // what the provider was sent, when it differs (translated)
   bool stream = false;
   bool stream_started = false;  // the stream's response header went out
   int status = 0;
@@ -45,6 +47,9 @@ struct Exchange {
   bool stream_capped = false;
   std::size_t max_held = 0;
   Json prompt;  // only with --audit-prompts
+  // Parts of the request or answer no stage could read (an image, audio,
+  // token ids, an unknown stream event): where, and why.
+  Json not_evaluated = Json::array();
 };
 
 // JSON text; invalid UTF-8 from a client or an upstream is replaced, never
@@ -54,6 +59,9 @@ std::string Dump(const Json& j);
 // What policies read besides the body: headers (lower-cased; keys never),
 // the correlation id, the key's fingerprint.
 EvalContext ContextOf(const Exchange& x, const http::request<http::string_body>& req);
+
+// Records a part no stage could read.
+void NotEvaluated(Exchange* x, std::string where, std::string reason);
 
 // Adds a stage's decision to the exchange's audit decisions.
 void Record(Exchange* x, const Decision& d);

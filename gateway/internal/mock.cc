@@ -1,5 +1,9 @@
 #include "gateway/internal/mock.h"
 
+#include <cmath>
+#include <cstdint>
+#include <string_view>
+
 namespace kt::gateway {
 
 using Json = nlohmann::json;
@@ -187,6 +191,56 @@ std::vector<std::string> MockStream(const MockReply& reply, const std::string& m
   }
   out.push_back("[DONE]");
   return out;
+}
+
+namespace {
+
+// A unit vector from the text's bytes (FNV-1a per dimension): the same text
+// always embeds the same, different texts differ.
+Json Embedding(std::string_view text) {
+  constexpr int kDims = 8;
+  std::vector<double> v(kDims);
+  double norm = 0;
+  for (int d = 0; d < kDims; ++d) {
+    uint64_t h = 1469598103934665603ull ^ static_cast<uint64_t>(d);
+    for (unsigned char c : text) h = (h ^ c) * 1099511628211ull;
+    v[d] = static_cast<double>(h % 2001) / 1000.0 - 1.0;
+    norm += v[d] * v[d];
+  }
+  norm = norm > 0 ? std::sqrt(norm) : 1;
+  Json out = Json::array();
+  for (double x : v) out.push_back(x / norm);
+  return out;
+}
+
+}  // namespace
+
+Json MockEmbeddings(const Json& request) {
+  std::vector<std::string> texts;
+  const Json* input = request.is_object() && request.contains("input") ? &request["input"] : nullptr;
+  if (input != nullptr && input->is_string()) texts.push_back(input->get<std::string>());
+  // A list of strings, or of token ids (each id embedded as its digits), or
+  // a list of token lists: one vector per entry.
+  const bool tokens = input != nullptr && input->is_array() && !input->empty() &&
+                      (*input)[0].is_number_integer();
+  if (input != nullptr && input->is_array() && tokens) texts.push_back(input->dump());
+  if (input != nullptr && input->is_array() && !tokens) {
+    for (const Json& item : *input) texts.push_back(item.is_string() ? item.get<std::string>()
+                                                                     : item.dump());
+  }
+  Json data = Json::array();
+  std::size_t bytes = 0;
+  for (std::size_t i = 0; i < texts.size(); ++i) {
+    data.push_back({{"object", "embedding"}, {"index", i}, {"embedding", Embedding(texts[i])}});
+    bytes += texts[i].size();
+  }
+  const int tokens_used = Tokens(bytes);
+  return {{"object", "list"},
+          {"data", std::move(data)},
+          {"model", request.is_object() && request.contains("model") && request["model"].is_string()
+                        ? request["model"].get<std::string>()
+                        : ""},
+          {"usage", {{"prompt_tokens", tokens_used}, {"total_tokens", tokens_used}}}};
 }
 
 }  // namespace kt::gateway

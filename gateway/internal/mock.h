@@ -1,5 +1,5 @@
-// The built-in `mock` provider: deterministic chat completions, for demos and
-// tests, with no network and no key. docs/mock-provider.md describes how a
+// The built-in `mock` provider: deterministic chat completions and
+// embeddings, for demos and tests, with no network and no key. docs/mock-provider.md describes how a
 // prompt steers it.
 #ifndef KT_GATEWAY_INTERNAL_MOCK_H_
 #define KT_GATEWAY_INTERNAL_MOCK_H_
@@ -34,6 +34,11 @@ nlohmann::json MockResponse(const MockReply& reply, const std::string& model, co
 std::vector<std::string> MockStream(const MockReply& reply, const std::string& model,
                                     const std::string& id, int64_t created, std::size_t chunk_size,
                                     bool include_usage);
+
+// An embeddings list for a /v1/embeddings request: one deterministic unit
+// vector (8 floats, from a hash of the text) per input string or token list,
+// and usage.
+nlohmann::json MockEmbeddings(const nlohmann::json& request);
 
 }  // namespace kt::gateway
 

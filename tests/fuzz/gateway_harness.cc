@@ -5,7 +5,8 @@
 #include <iostream>
 #include <utility>
 
-#include "gateway/internal/server.h"
+#include "gateway/internal/admin.h"
+#include "gateway/internal/session.h"
 
 namespace kt::fuzz {
 

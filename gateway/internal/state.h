@@ -1,12 +1,15 @@
-// The gateway's shared state and its HTTP handlers.
-#ifndef KT_GATEWAY_INTERNAL_SERVER_H_
-#define KT_GATEWAY_INTERNAL_SERVER_H_
+// The gateway's shared state: the policy set in force, the io threads and
+// their upstream pools, the audit log and the metrics, and where a model goes.
+#ifndef KT_GATEWAY_INTERNAL_STATE_H_
+#define KT_GATEWAY_INTERNAL_STATE_H_
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <set>
 #include <string>
+#include <vector>
 #include <utility>  // Boost 1.74's awaitable.hpp uses std::exchange without it
 
 #include <boost/asio.hpp>
@@ -21,6 +24,13 @@
 
 namespace kt::gateway {
 
+class ModelCall;
+struct Exchange;
+struct Gateway;
+struct Route;
+// Opens one call to the model a route names (model_call.h).
+using CallOpener = std::function<std::unique_ptr<ModelCall>(Gateway*, const Route&, Exchange*)>;
+
 struct PolicyState {
   std::shared_ptr<const PolicyEngine> engine;
   std::vector<std::shared_ptr<LimitCounter>> limits;  // parallel to engine->limits()
@@ -31,6 +41,9 @@ struct PolicyState {
 struct Route {
   std::string provider;  // the provider's name ("upstream" for --upstream)
   std::string kind;      // openai | anthropic | mock
+  // The wire surfaces the provider speaks itself ("chat", "responses",
+  // "embeddings", "completions"); a surface it lacks is translated to chat.
+  std::vector<std::string> apis;
   Url url;
   std::string api_key;  // empty: forward the client's
   std::string auth_header;
@@ -82,26 +95,12 @@ struct Gateway {
   std::set<beast::tcp_stream*> idle;
 
   int64_t started_us = 0;
+
+  // How a request reaches its model; empty: the upstream over HTTP, or the
+  // mock in process. The pipeline's tests put a scripted model here.
+  CallOpener open_call;
 };
-
-// Serves one client connection until it closes (or the gateway stops).
-asio::awaitable<void> Session(asio::ip::tcp::socket socket, Gateway* g, UpstreamPool* pool);
-
-// Loads the policy files again and swaps them in; on failure the set in
-// force stays, and `*error` says why. Counters of limits that did not change
-// carry over. Thread-safe (reloads are serialised).
-bool Reload(Gateway* g, std::string* error);
-std::shared_ptr<PolicyState> LoadState(const Options& options, const PolicyState* previous,
-                                       std::string* error);
-nlohmann::json HealthJson(Gateway* g);
-// How the policy program was built (native or interpreted, from the object
-// cache or compiled, and the times): for /health, reload records and logs.
-nlohmann::json ProgramJson(const PolicyEngine& engine);
-std::string ProgramSummary(const PolicyEngine& engine);
-
-// The route for a model, or false when no provider serves it.
-bool RouteFor(const Gateway& g, const PolicyEngine& engine, const std::string& model, Route* out);
 
 }  // namespace kt::gateway
 
-#endif  // KT_GATEWAY_INTERNAL_SERVER_H_
+#endif  // KT_GATEWAY_INTERNAL_STATE_H_

@@ -1,0 +1,458 @@
+#include "gateway/internal/pipeline.h"
+
+#include <iostream>
+#include <optional>
+
+#include "gateway/internal/util.h"
+
+namespace kt::gateway {
+
+namespace {
+
+int UpstreamStatusOf(UpstreamFailure f) { return f == UpstreamFailure::kTimeout ? 504 : 502; }
+
+// Headers of an upstream response that clients act on: retry hints on
+// errors, and the rate-limit state, which providers send on every answer
+// (clients that pace themselves read it on successes).
+Headers PassThroughHeaders(const ModelCall& call) {
+  Headers out;
+  for (const char* h :
+       {"retry-after", "retry-after-ms", "x-should-retry", "x-ratelimit-limit-requests",
+        "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests", "x-ratelimit-limit-tokens",
+        "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens"}) {
+    std::string v = call.header(h);
+    if (!v.empty()) out.emplace_back(h, v);
+  }
+  return out;
+}
+
+// One request's way through the stages. Each step either moves the request
+// on (true) or has left the answer in `*res_` (false).
+class Flow {
+ public:
+  Flow(Gateway* g, const Surface& s, http::request<http::string_body>& req, Exchange* x,
+       Client* client, bool keep_alive, Response* res)
+      : g_(g), s_(s), req_(req), x_(x), client_(client), keep_alive_(keep_alive), res_(res) {}
+
+  asio::awaitable<Handled> Run();
+
+ private:
+  // The error answer, audited; the request goes no further.
+  bool Refuse(int status, std::string_view type, std::string_view code, std::string_view message,
+              std::string_view policy = {}, Headers extra = {}) {
+    *res_ = ErrorResponse(g_, x_, status, type, code, message, keep_alive_, policy,
+                          std::move(extra));
+    return false;
+  }
+  bool Unevaluated(const std::string& stage, const std::string& why) {
+    x_->outcome = "not_evaluated";
+    return Refuse(500, "policy_error", "policy_evaluation_failed",
+                  "the " + stage + " could not be evaluated: " + why);
+  }
+
+  bool Admit() {
+    state_ = g_->Current();
+    engine_ = state_ == nullptr ? nullptr : state_->engine.get();
+    if (engine_ == nullptr) {
+      return Refuse(503, "unavailable", "not_ready", "the gateway has no policy set loaded yet");
+    }
+    x_->policy_version = engine_->version();
+    x_->surface = s_.name();
+    std::string parse_error;
+    if (!ParseJsonStrict(req_.body(), &body_, &parse_error)) {
+      return Refuse(422, "validation_error", "invalid_json",
+                    "the request body is not valid JSON: " + parse_error);
+    }
+    return true;
+  }
+
+  bool Read() {
+    std::string invalid = s_.Read(body_, &sr_, x_);
+    if (!invalid.empty()) return Refuse(422, "validation_error", "invalid_request", invalid);
+    x_->model = sr_.model;
+    x_->stream = sr_.stream;
+    if (g_->options.audit_prompts) x_->prompt = sr_.canonical["messages"];
+    ctx_ = ContextOf(*x_, req_);
+    // A part no stage can read, while input policies would have read it,
+    // fails closed unless the operator chose otherwise.
+    if (sr_.unread && engine_->has_stage("input") && !g_->options.fail_open) {
+      x_->outcome = "not_evaluated";
+      const Json& first = x_->not_evaluated[0];
+      return Refuse(422, "validation_error", "not_evaluable",
+                    "the request has a part no policy can read (" + StringField(first, "where") +
+                        ": " + StringField(first, "reason") +
+                        "); with --fail-mode allow such parts pass, recorded as not evaluated");
+    }
+    return true;
+  }
+
+  // Rate limits: before the policies and before any upstream call.
+  bool Limits() {
+    std::vector<LimitKey> keys;
+    std::string error;
+    if (!engine_->LimitsFor(sr_.canonical, ctx_, &keys, &error) && !g_->options.fail_open) {
+      x_->outcome = "not_evaluated";
+      return Refuse(500, "policy_error", "policy_evaluation_failed", error);
+    }
+    const int64_t now = MonoMicros();
+    for (const LimitKey& k : keys) {
+      LimitCounter* counter = state_->limits[k.limit].get();
+      LimitCounter::Verdict v = counter->Acquire(k.key, now);
+      if (v.admitted) {
+        acquired_.emplace_back(counter, k.key);
+        continue;
+      }
+      for (auto& [c, key] : acquired_) c->Release(key, now);
+      *res_ = RateLimitResponse(g_, x_, counter->config(), v, keep_alive_);
+      return false;
+    }
+    return true;
+  }
+
+  // The input stage: before any upstream call.
+  bool Input() {
+    Json forward;
+    int64_t t = MonoMicros();
+    Decision in = engine_->EvaluateInput(sr_.canonical, ctx_, &forward);
+    x_->policy_us += MonoMicros() - t;
+    Record(x_, in);
+    if (in.error) {
+      if (!g_->options.fail_open) return Unevaluated("request", in.error_message);
+      x_->outcome = "not_evaluated";
+    }
+    if (in.blocked) {
+      const PolicyHit* h = in.blocking();
+      x_->outcome = "blocked";
+      return Refuse(409, "policy_violation", PolicyCode(*h, "input_blocked"), h->message,
+                    h->policy);
+    }
+    if (in.rewritten) {
+      s_.Rewrite(sr_, forward, &body_);
+      rewritten_ = true;
+    }
+    return true;
+  }
+
+  bool Route() {
+    if (!RouteFor(*g_, *engine_, x_->model, &route_)) {
+      return Refuse(404, "invalid_request_error", "model_not_found",
+                    "no provider serves the model `" + x_->model + "`");
+    }
+    x_->provider = route_.provider;
+    native_ = Speaks(route_, s_.name());
+    if (native_) return true;
+    // Translated to chat, if the provider speaks that.
+    x_->upstream_api = "chat";
+    std::string why = Speaks(route_, "chat") ? s_.ToChat(body_, &chat_) : "it speaks no chat";
+    if (!why.empty()) {
+      return Refuse(400, "invalid_request_error", "unsupported_by_provider",
+                    "the provider `" + route_.provider + "` does not serve " +
+                        std::string(s_.name()) + " requests, and this one has no chat form: " +
+                        why);
+    }
+    return true;
+  }
+
+  // The model's answer head: errors and redirects end the request here.
+  asio::awaitable<bool> Call() {
+    ModelRequest request;
+    request.stream = sr_.stream;
+    request.path = native_ ? std::string(s_.upstream_path()) : "/chat/completions";
+    // Unchanged requests go byte for byte as the client sent them.
+    request.body = !native_ ? Dump(chat_) : rewritten_ ? Dump(body_) : req_.body();
+    call_ = OpenCall(g_, route_, x_);
+    up0_ = MonoMicros();
+    if (!co_await call_->Start(&request)) co_return UpstreamFailed();
+    const int status = call_->status();
+    if (status >= 300 && status <= 399) {
+      // Never followed: a redirect would send the request (and its key)
+      // somewhere no operator configured.
+      x_->upstream_us = MonoMicros() - up0_;
+      call_->Cancel();
+      co_return Refuse(502, "upstream_error", "upstream_redirect",
+                       "the upstream answered " + std::to_string(status) + " (redirect to `" +
+                           call_->header("location").substr(0, 200) +
+                           "`); the gateway does not follow redirects");
+    }
+    if (status >= 200 && status <= 299) co_return true;
+    const bool passed = co_await PassError();
+    co_return passed;
+  }
+
+  bool UpstreamFailed() {
+    x_->upstream_us = MonoMicros() - up0_;
+    return Refuse(UpstreamStatusOf(call_->failure()), "upstream_error",
+                  UpstreamCodeOf(call_->failure()), call_->error());
+  }
+
+  // The upstream's own error, passed through faithfully.
+  asio::awaitable<bool> PassError() {
+    std::string body;
+    bool ok = co_await call_->ReadAll(&body);
+    if (!ok) co_return UpstreamFailed();
+    x_->upstream_us = MonoMicros() - up0_;
+    const int status = call_->status();
+    x_->status = status;
+    x_->outcome = "upstream_error";
+    x_->error_code = "upstream_status_" + std::to_string(status);
+    WriteAudit(g_, *x_);
+    std::string ct = call_->header("content-type");
+    *res_ = BodyResponse(x_, status, std::move(body), ct.empty() ? "application/json" : ct,
+                         keep_alive_, PassThroughHeaders(*call_));
+    co_return false;
+  }
+
+  asio::awaitable<Handled> Whole() {
+    std::string text;  // the upstream's bytes, sent as they are when nothing changed
+    bool ok = co_await call_->ReadAll(&text);
+    x_->upstream_us = MonoMicros() - up0_;
+    if (!ok) {
+      UpstreamFailed();
+      co_return Handled::kReply;
+    }
+    Json answer;
+    std::string parse_error;
+    if (!ParseJsonStrict(text, &answer, &parse_error) || !answer.is_object()) {
+      Refuse(502, "upstream_error", "invalid_upstream_response",
+             "the upstream response is not a JSON object" +
+                 (parse_error.empty() ? std::string() : ": " + parse_error));
+      co_return Handled::kReply;
+    }
+    // What the stages cannot read must not reach the client unjudged.
+    if (std::string shape = s_.AnswerOf(body_, native_, &answer); !shape.empty()) {
+      Refuse(502, "upstream_error", "invalid_upstream_response",
+             "the upstream response cannot be judged: " + shape);
+      co_return Handled::kReply;
+    }
+    if (const Json* usage = FieldOf(answer, "usage"); usage != nullptr && usage->is_object()) {
+      x_->usage = *usage;
+    }
+    bool modified = !native_;
+    if (!Judge(&answer, &modified)) co_return Handled::kReply;
+    x_->status = 200;
+    CountTokens();
+    WriteAudit(g_, *x_);
+    *res_ = BodyResponse(x_, 200, modified ? Dump(answer) : std::move(text), "application/json",
+                         keep_alive_, PassThroughHeaders(*call_));
+    co_return Handled::kReply;
+  }
+
+  // The stages after the model on a whole answer: its tool calls, then its
+  // texts (rewritten in place by redactions).
+  bool Judge(Json* answer, bool* modified) {
+    AnswerView view;
+    s_.View(answer, &view);
+    for (auto& [where, why] : view.unread) NotEvaluated(x_, where, why);
+    for (const AnswerView::Tool& t : view.tools) {
+      int64_t at = MonoMicros();
+      Decision d = engine_->EvaluateToolCall(sr_.canonical, t.name, t.arguments, t.id, t.index,
+                                             ctx_);
+      x_->policy_us += MonoMicros() - at;
+      Record(x_, d);
+      if (!Verdict(d, "tool_blocked")) return false;
+    }
+    for (const AnswerView::Text& t : view.texts) {
+      std::string text = t.text->get<std::string>();
+      int64_t at = MonoMicros();
+      Decision d = engine_->EvaluateOutput(sr_.canonical, &text, t.finish_reason, ctx_);
+      x_->policy_us += MonoMicros() - at;
+      Record(x_, d);
+      if (!Verdict(d, "output_blocked")) return false;
+      if (!d.error && text != t.text->get_ref<const std::string&>()) {
+        *t.text = text;
+        *modified = true;
+      }
+    }
+    return true;
+  }
+
+  bool Verdict(const Decision& d, const char* fallback) {
+    if (d.error && !d.blocked && !g_->options.fail_open) {
+      return Unevaluated("response", d.error_message);
+    }
+    if (!d.blocked) return true;
+    const PolicyHit* h = d.blocking();
+    x_->outcome = "blocked";
+    return Refuse(409, "policy_violation", PolicyCode(*h, fallback), h->message, h->policy);
+  }
+
+  asio::awaitable<Handled> Stream();
+  asio::awaitable<bool> Relay(SurfaceRelay* relay);
+  asio::awaitable<void> Drain(const SurfaceRelay& relay, bool client_ok);
+
+  void CountTokens() {
+    const Json* total = FieldOf(x_->usage, "total_tokens");
+    if (total == nullptr || !total->is_number_integer()) return;
+    const int64_t tokens = total->get<int64_t>();
+    for (const auto& [counter, key] : acquired_) counter->AddTokens(key, tokens, MonoMicros());
+  }
+
+  Gateway* g_;
+  const Surface& s_;
+  http::request<http::string_body>& req_;
+  Exchange* x_;
+  Client* client_;
+  bool keep_alive_;
+  Response* res_;
+
+  std::shared_ptr<const PolicyState> state_;
+  const PolicyEngine* engine_ = nullptr;
+  Json body_;  // the client's request (redactions written back)
+  SurfaceRequest sr_;
+  EvalContext ctx_;
+  std::vector<std::pair<LimitCounter*, std::string>> acquired_;
+  bool rewritten_ = false;
+  ::kt::gateway::Route route_;
+  bool native_ = true;  // the provider speaks the surface (else: chat_, translated)
+  Json chat_;
+  std::unique_ptr<ModelCall> call_;
+  int64_t up0_ = 0;
+};
+
+// No `co_return co_await …` here or anywhere in the gateway: GCC 12 built
+// such a coroutine's frame so that its first resume landed 8 bytes off it.
+asio::awaitable<Handled> Flow::Run() {
+  if (!Admit() || !Read() || !Limits() || !Input() || !Route()) co_return Handled::kReply;
+  const bool called = co_await Call();
+  if (!called) co_return Handled::kReply;
+  Handled handled = Handled::kReply;
+  if (sr_.stream) {
+    handled = co_await Stream();
+  } else {
+    handled = co_await Whole();
+  }
+  co_return handled;
+}
+
+// Streamed: headers now, then frames as they are judged.
+asio::awaitable<Handled> Flow::Stream() {
+  x_->stream_started = true;
+  http::response<http::empty_body> head{http::status::ok, 11};
+  SetCommonHeaders(&head, *x_);
+  head.set(http::field::content_type, "text/event-stream; charset=utf-8");
+  head.set(http::field::cache_control, "no-cache");
+  for (const auto& [k, v] : PassThroughHeaders(*call_)) head.set(k, v);
+  head.keep_alive(keep_alive_);
+  head.chunked(true);
+  bool client_ok = co_await client_->StartStream(head);
+  x_->status = 200;
+  StreamJudge judge(g_, *engine_, sr_.canonical, ctx_, x_);
+  std::unique_ptr<SurfaceRelay> relay = s_.Relay(&judge, body_, native_);
+  ++g_->metrics.active_streams;
+  struct StreamGauge {
+    Gateway* g;
+    ~StreamGauge() { --g->metrics.active_streams; }
+  } gauge{g_};
+  if (client_ok) client_ok = co_await Relay(relay.get());
+  co_await Drain(*relay, client_ok);
+  x_->upstream_us = MonoMicros() - up0_;
+  if (!client_ok && x_->outcome == "allowed") x_->outcome = "client_disconnected";
+  CountTokens();
+  WriteAudit(g_, *x_);
+  if (client_ok) co_await client_->EndStream();
+  co_return client_ok && keep_alive_ ? Handled::kStreamedOpen : Handled::kStreamed;
+}
+
+// Upstream bytes → events → the relay → the client, until the stream ends.
+// False when the client went away.
+asio::awaitable<bool> Flow::Relay(SurfaceRelay* relay) {
+  SseParser parser(1 << 20);
+  std::vector<SseEvent> events;
+  for (bool open = true; open;) {
+    std::string bytes;
+    bool more = co_await call_->ReadSome(&bytes);
+    std::string out;
+    if (!parser.Feed(bytes, &events)) {
+      relay->UpstreamFailed(UpstreamFailure::kProtocol, "an upstream stream event is too large",
+                            &out);
+      open = false;
+    }
+    for (const SseEvent& ev : events) {
+      if (!open) break;
+      open = relay->OnEvent(ev, &out);
+    }
+    events.clear();
+    if (open && !more) {
+      if (call_->failure() != UpstreamFailure::kNone) {
+        relay->UpstreamFailed(call_->failure(), call_->error(), &out);
+      } else {
+        relay->OnEnd(true, &out);
+      }
+      open = false;
+    }
+    if (!co_await client_->Send(out)) {
+      // The client went away: stop the upstream's work too.
+      call_->Cancel();
+      x_->outcome = "client_disconnected";
+      co_return false;
+    }
+  }
+  co_return true;
+}
+
+// After a stream: a normal end reads the upstream's last bytes (the chunked
+// terminator) so its connection goes back to the pool; a block or a
+// disconnect stops the upstream's work.
+asio::awaitable<void> Flow::Drain(const SurfaceRelay& relay, bool client_ok) {
+  if (call_->failure() != UpstreamFailure::kNone || call_->done()) co_return;
+  if (relay.finished() && client_ok) {
+    std::string rest;
+    for (int i = 0; i < 4 && !call_->done(); ++i) {
+      if (!co_await call_->ReadSome(&rest)) break;
+    }
+  }
+  if (!call_->done()) call_->Cancel();
+}
+
+// A request that hit a defect in the gateway (an exception): it costs this
+// request, never the connection's answer or the process. Fails closed: a
+// 500 with its audit record, or, when the stream's header is already out,
+// an error frame to end the stream. The connection then closes.
+asio::awaitable<Handled> Defect(Gateway* g, Exchange* x, Client* client, const std::string& what,
+                                Response* res) {
+  std::cerr << "kt gateway: internal error in request " << x->request_id << ": " << what
+            << std::endl;
+  ++g->metrics.internal_errors;
+  x->outcome = "error";
+  const char* message = "the gateway failed on this request (an internal error, in its log)";
+  if (!x->stream_started) {
+    *res = ErrorResponse(g, x, 500, "internal_error", "internal_error", message, false);
+    co_return Handled::kReply;
+  }
+  x->error_code = "internal_error";
+  x->error_message = message;
+  WriteAudit(g, *x);
+  StreamJudge::Stop stop{"internal_error", "internal_error", message, ""};
+  std::string frame = ErrorFrame(stop, x->request_id);
+  if (co_await client->Send(frame)) co_await client->EndStream();
+  co_return Handled::kStreamed;
+}
+
+}  // namespace
+
+asio::awaitable<Handled> Serve(Gateway* g, const Surface& surface,
+                               http::request<http::string_body>& req, Exchange* x, Client* client,
+                               bool keep_alive, Response* res) {
+  if (g->in_flight.load() >= g->options.max_concurrency) {
+    *res = ErrorResponse(g, x, 503, "unavailable", "overloaded", "too many requests in flight",
+                         keep_alive, {}, {{"retry-after", "1"}});
+    co_return Handled::kReply;
+  }
+  ++g->in_flight;
+  struct Done {
+    Gateway* g;
+    ~Done() { --g->in_flight; }
+  } done{g};
+  std::string defect;
+  Handled handled = Handled::kReply;
+  auto flow = std::make_unique<Flow>(g, surface, req, x, client, keep_alive, res);
+  try {
+    handled = co_await flow->Run();
+  } catch (const std::exception& e) {
+    defect = e.what();
+  }
+  if (!defect.empty()) handled = co_await Defect(g, x, client, defect, res);
+  co_return handled;
+}
+
+}  // namespace kt::gateway
