@@ -59,133 +59,179 @@ asio::awaitable<void> Accept(tcp::acceptor* acceptor, Gateway* g) {
 
 }  // namespace
 
-int Run(const Options& options) {
-  Gateway g(options);
-  g.started_us = NowMicros();
+namespace {
+
+// One running gateway: its state, its listening socket and the signals it
+// answers. Run's phases, each a member: start (policies, audit log, threads,
+// the socket), then serve until a signal drains it.
+class Runner {
+ public:
+  explicit Runner(const Options& options)
+      : options_(options), g_(options), acceptor_(Io()), hup_(Io(), SIGHUP),
+        signals_(Io(), SIGINT, SIGTERM), drain_(Io()) {}
 
   // Policies first: a gateway that cannot enforce must not start serving.
-  std::string error;
-  std::shared_ptr<PolicyState> state = LoadState(options, nullptr, &error);
-  if (state == nullptr) {
-    std::cerr << error << "kt gateway: the policy set has errors; not starting\n";
-    return 2;
-  }
-  const PolicyEngine& engine = *state->engine;
-  if (!options.upstream.empty()) {
+  // Returns the exit code of a failed start, or 0.
+  int Start() {
+    g_.started_us = NowMicros();
+    std::string error;
+    state_ = LoadState(options_, nullptr, &error);
+    if (state_ == nullptr) {
+      std::cerr << error << "kt gateway: the policy set has errors; not starting\n";
+      return 2;
+    }
     Url u;
-    if (!ParseUrl(options.upstream, &u)) {
+    if (!options_.upstream.empty() && !ParseUrl(options_.upstream, &u)) {
       std::cerr << "kt gateway: --upstream must be an http:// or https:// URL\n";
       return 2;
     }
+    if (!g_.audit.Open(options_.audit_log, options_.audit_fsync, &error)) {
+      std::cerr << "kt gateway: " << error << "\n";
+      return 2;
+    }
+    for (int i = 1; i < threads_; ++i) AddThread();
+    return Listen();
   }
-  if (!g.audit.Open(options.audit_log, options.audit_fsync, &error)) {
-    std::cerr << "kt gateway: " << error << "\n";
-    return 2;
-  }
-  const int threads = options.threads > 0
-                          ? options.threads
-                          : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  for (int i = 0; i < threads; ++i) {
-    g.ios.push_back(std::make_unique<asio::io_context>(1));
-    error.clear();
-    g.pools.push_back(std::make_unique<UpstreamPool>(g.ios.back().get(), options.ca_file, &error));
-  }
-  if (!error.empty()) std::cerr << "kt gateway: warning: " << error << "\n";
 
-  std::string host, port;
-  if (!ParseListen(options.listen, &host, &port)) {
-    std::cerr << "kt gateway: --listen must be HOST:PORT\n";
-    return 2;
+  int Serve() {
+    g_.Install(state_);
+    Announce();
+    asio::co_spawn(g_.io(), Accept(&acceptor_, &g_), asio::detached);
+    WaitHup();
+    WaitStop();
+    // Workers without connections must not return from run() early.
+    for (auto& io : g_.ios) guards_.push_back(asio::make_work_guard(*io));
+    std::vector<std::thread> workers;
+    for (int i = 1; i < threads_; ++i) workers.emplace_back([this, i] { g_.io(i).run(); });
+    g_.io().run();
+    for (auto& t : workers) t.join();
+    std::cerr << "kt gateway: stopped" << std::endl;
+    return 0;
   }
-  tcp::acceptor acceptor(g.io());
-  beast::error_code ec;
-  tcp::resolver resolver(g.io());
-  auto endpoints = resolver.resolve(host, port, ec);
-  if (ec || endpoints.empty()) {
-    std::cerr << "kt gateway: cannot resolve " << options.listen << ": " << ec.message() << "\n";
-    return 2;
-  }
-  tcp::endpoint ep = endpoints.begin()->endpoint();
-  acceptor.open(ep.protocol(), ec);
-  if (!ec) acceptor.set_option(asio::socket_base::reuse_address(true), ec);
-  if (!ec) acceptor.bind(ep, ec);
-  if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
-  if (ec) {
-    std::cerr << "kt gateway: cannot listen on " << options.listen << ": " << ec.message() << "\n";
-    return 2;
-  }
-  g.Install(state);
-  std::cerr << "kt gateway: listening on " << acceptor.local_endpoint().address().to_string() << ":"
-            << acceptor.local_endpoint().port() << " with " << engine.policy_count()
-            << " policies from " << state->files << " files (version " << engine.version() << ")";
-  if (!options.upstream.empty()) std::cerr << ", upstream " << options.upstream;
-  std::cerr << "\nkt gateway: policy program: " << ProgramSummary(engine) << std::endl;
 
-  asio::co_spawn(g.io(), Accept(&acceptor, &g), asio::detached);
+ private:
+  // io(0) exists before the members that need it: it also runs the
+  // acceptor and the signals.
+  asio::io_context& Io() {
+    threads_ = options_.threads > 0
+                   ? options_.threads
+                   : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    if (g_.ios.empty()) AddThread();
+    return g_.io();
+  }
+
+  void AddThread() {
+    g_.ios.push_back(std::make_unique<asio::io_context>(1));
+    std::string error;
+    g_.pools.push_back(std::make_unique<UpstreamPool>(g_.ios.back().get(), options_.ca_file, &error));
+    if (!error.empty()) std::cerr << "kt gateway: warning: " << error << "\n";
+  }
+
+  int Listen() {
+    std::string host, port;
+    if (!ParseListen(options_.listen, &host, &port)) {
+      std::cerr << "kt gateway: --listen must be HOST:PORT\n";
+      return 2;
+    }
+    beast::error_code ec;
+    tcp::resolver resolver(g_.io());
+    auto endpoints = resolver.resolve(host, port, ec);
+    if (ec || endpoints.empty()) {
+      std::cerr << "kt gateway: cannot resolve " << options_.listen << ": " << ec.message() << "\n";
+      return 2;
+    }
+    tcp::endpoint ep = endpoints.begin()->endpoint();
+    acceptor_.open(ep.protocol(), ec);
+    if (!ec) acceptor_.set_option(asio::socket_base::reuse_address(true), ec);
+    if (!ec) acceptor_.bind(ep, ec);
+    if (!ec) acceptor_.listen(asio::socket_base::max_listen_connections, ec);
+    if (ec) {
+      std::cerr << "kt gateway: cannot listen on " << options_.listen << ": " << ec.message()
+                << "\n";
+      return 2;
+    }
+    return 0;
+  }
+
+  void Announce() {
+    const PolicyEngine& engine = *state_->engine;
+    std::cerr << "kt gateway: listening on " << acceptor_.local_endpoint().address().to_string()
+              << ":" << acceptor_.local_endpoint().port() << " with " << engine.policy_count()
+              << " policies from " << state_->files << " files (version " << engine.version()
+              << ")";
+    if (!options_.upstream.empty()) std::cerr << ", upstream " << options_.upstream;
+    std::cerr << "\nkt gateway: policy program: " << ProgramSummary(engine) << std::endl;
+  }
 
   // SIGHUP: reopen the audit log (rotation) and reload the policies; a
   // failed reload keeps the set in force and says why.
-  asio::signal_set hup(g.io(), SIGHUP);
-  std::function<void()> wait_hup = [&] {
-    hup.async_wait([&](const beast::error_code& e, int) {
+  void WaitHup() {
+    hup_.async_wait([this](const beast::error_code& e, int) {
       if (e) return;
       std::string why;
-      if (!g.audit.Reopen(&why)) std::cerr << "kt gateway: " << why << std::endl;
-      if (Reload(&g, &why)) {
+      if (!g_.audit.Reopen(&why)) std::cerr << "kt gateway: " << why << std::endl;
+      if (Reload(&g_, &why)) {
         std::cerr << "kt gateway: SIGHUP: reloaded policies (version "
-                  << g.Current()->engine->version() << ")" << std::endl;
+                  << g_.Current()->engine->version() << ")" << std::endl;
       } else {
         std::cerr << why << "kt gateway: SIGHUP: reload failed; still serving version "
-                  << g.Current()->engine->version() << std::endl;
+                  << g_.Current()->engine->version() << std::endl;
       }
-      if (!g.stopping.load()) wait_hup();
+      if (!g_.stopping.load()) WaitHup();
     });
-  };
-  wait_hup();
+  }
 
   // Shutdown: stop accepting, close idle keep-alive connections, let the
   // requests in flight finish (bounded by drain_timeout_ms), then stop.
-  asio::signal_set signals(g.io(), SIGINT, SIGTERM);
-  asio::steady_timer drain(g.io());
-  // Workers without connections must not return from run() early.
-  std::vector<asio::executor_work_guard<asio::io_context::executor_type>> guards;
-  for (auto& io : g.ios) guards.push_back(asio::make_work_guard(*io));
-  std::function<void()> wait_drained;
-  int64_t drain_deadline = 0;
-  wait_drained = [&] {
+  void WaitStop() {
+    signals_.async_wait([this](const beast::error_code& e, int sig) {
+      if (e) return;
+      std::cerr << "kt gateway: " << (sig == SIGINT ? "SIGINT" : "SIGTERM")
+                << ": draining in-flight requests" << std::endl;
+      g_.stopping = true;
+      beast::error_code ignored;
+      acceptor_.close(ignored);
+      hup_.cancel(ignored);
+      drain_deadline_ = MonoMicros() + static_cast<int64_t>(options_.drain_timeout_ms * 1000);
+      WaitDrained();
+    });
+  }
+
+  void WaitDrained() {
     {
-      std::lock_guard lock(g.idle_mu);
-      for (beast::tcp_stream* s : g.idle) {
+      std::lock_guard lock(g_.idle_mu);
+      for (beast::tcp_stream* s : g_.idle) {
         beast::error_code ignored;
         s->socket().shutdown(tcp::socket::shutdown_both, ignored);
       }
     }
-    if (g.sessions.load() == 0 || MonoMicros() > drain_deadline) {
-      guards.clear();
-      for (auto& io : g.ios) io->stop();
+    if (g_.sessions.load() == 0 || MonoMicros() > drain_deadline_) {
+      guards_.clear();
+      for (auto& io : g_.ios) io->stop();
       return;
     }
-    drain.expires_after(std::chrono::milliseconds(20));
-    drain.async_wait([&](const beast::error_code&) { wait_drained(); });
-  };
-  signals.async_wait([&](const beast::error_code& e, int sig) {
-    if (e) return;
-    std::cerr << "kt gateway: " << (sig == SIGINT ? "SIGINT" : "SIGTERM")
-              << ": draining in-flight requests" << std::endl;
-    g.stopping = true;
-    beast::error_code ignored;
-    acceptor.close(ignored);
-    hup.cancel(ignored);
-    drain_deadline = MonoMicros() + static_cast<int64_t>(options.drain_timeout_ms * 1000);
-    wait_drained();
-  });
+    drain_.expires_after(std::chrono::milliseconds(20));
+    drain_.async_wait([this](const beast::error_code&) { WaitDrained(); });
+  }
 
-  std::vector<std::thread> workers;
-  for (int i = 1; i < threads; ++i) workers.emplace_back([&g, i] { g.io(i).run(); });
-  g.io().run();
-  for (auto& t : workers) t.join();
-  std::cerr << "kt gateway: stopped" << std::endl;
-  return 0;
+  const Options& options_;
+  int threads_ = 1;
+  Gateway g_;
+  std::shared_ptr<PolicyState> state_;
+  tcp::acceptor acceptor_;
+  asio::signal_set hup_;
+  asio::signal_set signals_;
+  asio::steady_timer drain_;
+  std::vector<asio::executor_work_guard<asio::io_context::executor_type>> guards_;
+  int64_t drain_deadline_ = 0;
+};
+
+}  // namespace
+
+int Run(const Options& options) {
+  Runner runner(options);
+  if (int code = runner.Start(); code != 0) return code;
+  return runner.Serve();
 }
 
 std::string RouteCensus() { return RenderRouteTable(); }

@@ -28,8 +28,8 @@ class ModelCall {
   virtual ~ModelCall() = default;
   // Sends the request (its body is moved out) and reads the answer's
   // status and headers. False on failure: see failure() and error(). A
-  // pointer, not a value: GCC 12 can destroy a by-value argument's
-  // temporary in a co_await expression twice.
+  // pointer, not a value: no co_await in gateway/ has a temporary with a
+  // destructor (docs/architecture.md).
   virtual asio::awaitable<bool> Start(ModelRequest* request) = 0;
   virtual int status() const = 0;
   virtual std::string header(std::string_view name) const = 0;

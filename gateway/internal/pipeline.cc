@@ -162,7 +162,8 @@ class Flow {
     request.body = !native_ ? Dump(chat_) : rewritten_ ? Dump(body_) : req_.body();
     call_ = OpenCall(g_, route_, x_);
     up0_ = MonoMicros();
-    if (!co_await call_->Start(&request)) co_return UpstreamFailed();
+    const bool started = co_await call_->Start(&request);
+    if (!started) co_return UpstreamFailed();
     const int status = call_->status();
     if (status >= 300 && status <= 399) {
       // Never followed: a redirect would send the request (and its key)
@@ -309,8 +310,9 @@ class Flow {
   int64_t up0_ = 0;
 };
 
-// No `co_return co_await …` here or anywhere in the gateway: GCC 12 built
-// such a coroutine's frame so that its first resume landed 8 bytes off it.
+// No co_await sits inside a condition (or is returned directly): written
+// `if (!co_await Call())`, GCC 12 built this coroutine so that its first
+// resume landed 8 bytes off its frame (an illegal instruction).
 asio::awaitable<Handled> Flow::Run() {
   if (!Admit() || !Read() || !Limits() || !Input() || !Route()) co_return Handled::kReply;
   const bool called = co_await Call();
@@ -380,7 +382,8 @@ asio::awaitable<bool> Flow::Relay(SurfaceRelay* relay) {
       }
       open = false;
     }
-    if (!co_await client_->Send(out)) {
+    const bool sent = co_await client_->Send(out);
+    if (!sent) {
       // The client went away: stop the upstream's work too.
       call_->Cancel();
       x_->outcome = "client_disconnected";
@@ -398,7 +401,8 @@ asio::awaitable<void> Flow::Drain(const SurfaceRelay& relay, bool client_ok) {
   if (relay.finished() && client_ok) {
     std::string rest;
     for (int i = 0; i < 4 && !call_->done(); ++i) {
-      if (!co_await call_->ReadSome(&rest)) break;
+      const bool more = co_await call_->ReadSome(&rest);
+      if (!more) break;
     }
   }
   if (!call_->done()) call_->Cancel();
@@ -424,7 +428,8 @@ asio::awaitable<Handled> Defect(Gateway* g, Exchange* x, Client* client, const s
   WriteAudit(g, *x);
   StreamJudge::Stop stop{"internal_error", "internal_error", message, ""};
   std::string frame = ErrorFrame(stop, x->request_id);
-  if (co_await client->Send(frame)) co_await client->EndStream();
+  const bool sent = co_await client->Send(frame);
+  if (sent) co_await client->EndStream();
   co_return Handled::kStreamed;
 }
 

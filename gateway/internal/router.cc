@@ -8,21 +8,25 @@ const std::vector<RouteInfo>& RouteTable() {
   static const std::vector<RouteInfo> table = {
       {"/v1/chat/completions", "POST", Handler::kSurface, &ChatSurface(),
        "chat request (messages; text, image and audio parts)",
-       "chat.completion, or SSE chat.completion.chunk", "input, tool_call, output"},
+       "chat.completion, or SSE chat.completion.chunk", "input, tool_call, output",
+       "image, audio and file parts"},
       {"/v1/responses", "POST", Handler::kSurface, &ResponsesSurface(),
        "responses request (input as text or items, instructions, function tools)",
-       "response, or SSE semantic events", "input, tool_call, output"},
+       "response, or SSE semantic events", "input, tool_call, output",
+       "image, file and audio parts; items other than messages and function calls; answer items "
+       "other than messages and function calls; unknown stream events"},
       {"/v1/completions", "POST", Handler::kSurface, &CompletionsSurface(),
        "legacy completions request (prompt as text or token ids)",
-       "text_completion, or SSE text_completion chunks", "input, output"},
+       "text_completion, or SSE text_completion chunks", "input, output", "token ids"},
       {"/v1/embeddings", "POST", Handler::kSurface, &EmbeddingsSurface(),
-       "embeddings request (input as text or token ids)", "embedding list", "input"},
-      {"/v1/models", "GET", Handler::kModels, nullptr, "—", "model list", "—"},
-      {"/health", "GET", Handler::kHealth, nullptr, "—", "status JSON", "—"},
-      {"/metrics", "GET", Handler::kMetrics, nullptr, "—", "Prometheus text", "—"},
-      {"/admin/reload", "POST", Handler::kReload, nullptr, "—", "reload outcome JSON", "—"},
-      {"/healthz", "GET", Handler::kHealthz, nullptr, "—", "liveness JSON", "—"},
-      {"/readyz", "GET", Handler::kReadyz, nullptr, "—", "readiness JSON", "—"},
+       "embeddings request (input as text or token ids)", "embedding list", "input",
+       "token ids; the vectors"},
+      {"/v1/models", "GET", Handler::kModels, nullptr, "—", "model list", "—", "—"},
+      {"/health", "GET", Handler::kHealth, nullptr, "—", "status JSON", "—", "—"},
+      {"/metrics", "GET", Handler::kMetrics, nullptr, "—", "Prometheus text", "—", "—"},
+      {"/admin/reload", "POST", Handler::kReload, nullptr, "—", "reload outcome JSON", "—", "—"},
+      {"/healthz", "GET", Handler::kHealthz, nullptr, "—", "liveness JSON", "—", "—"},
+      {"/readyz", "GET", Handler::kReadyz, nullptr, "—", "readiness JSON", "—", "—"},
   };
   return table;
 }
@@ -53,11 +57,13 @@ std::string RoutePath(std::string_view target) {
 }
 
 std::string RenderRouteTable() {
-  std::string out = "| route | method | takes | gives | stages |\n|---|---|---|---|---|\n";
+  std::string out =
+      "| route | method | takes | gives | stages | not evaluated (audited) |\n"
+      "|---|---|---|---|---|---|\n";
   for (const RouteInfo& r : RouteTable()) {
     out += "| `" + std::string(r.path) + "` | " + std::string(r.method) + " | " +
            std::string(r.takes) + " | " + std::string(r.gives) + " | " + std::string(r.stages) +
-           " |\n";
+           " | " + std::string(r.unread) + " |\n";
   }
   return out;
 }

@@ -24,6 +24,7 @@ struct RouteInfo {
   std::string_view takes;
   std::string_view gives;
   std::string_view stages;  // "input, tool_call, output", or "—"
+  std::string_view unread;  // what no stage reads (audited as not_evaluated)
 };
 
 const std::vector<RouteInfo>& RouteTable();

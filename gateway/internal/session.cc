@@ -209,7 +209,8 @@ class Connection {
       Handled handled = co_await Dispatch(parser.get(), &x, &res);
       if (handled == Handled::kStreamed) break;
       if (handled == Handled::kStreamedOpen) continue;
-      if (!co_await Write(stream_, res)) break;
+      const bool open = co_await Write(stream_, res);
+      if (!open) break;
     }
     beast::error_code ec;
     stream_.socket().shutdown(tcp::socket::shutdown_send, ec);

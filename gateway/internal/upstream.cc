@@ -114,11 +114,76 @@ void UpstreamExchange::Cancel() {
   done_ = false;
 }
 
+namespace {
+auto Redirect(beast::error_code& ec) { return asio::redirect_error(asio::use_awaitable, ec); }
+}  // namespace
+
+// Resolve, connect and (for https) the TLS handshake, within the connect
+// timeout. False (failed) on any of them.
+asio::awaitable<bool> UpstreamExchange::Connect(double connect_ms) {
+  beast::error_code ec;
+  asio::ip::tcp::resolver resolver(co_await asio::this_coro::executor);
+  Expire(Ms(connect_ms));
+  auto results = co_await resolver.async_resolve(url_.host, url_.port, Redirect(ec));
+  if (ec) co_return Fail(UpstreamFailure::kConnect, ec, "cannot resolve " + url_.host);
+  co_await conn_->tcp().async_connect(results, Redirect(ec));
+  if (ec) {
+    co_return Fail(UpstreamFailure::kConnect, ec,
+                   "cannot connect to " + url_.host + ":" + url_.port);
+  }
+  if (conn_->tls) {
+    if (!SSL_set_tlsext_host_name(conn_->stream.native_handle(), url_.host.c_str())) {
+      co_return Fail(UpstreamFailure::kConnect, ec, "cannot set TLS SNI for " + url_.host);
+    }
+    conn_->stream.set_verify_callback(asio::ssl::host_name_verification(url_.host));
+    co_await conn_->stream.async_handshake(asio::ssl::stream_base::client, Redirect(ec));
+    if (ec) co_return Fail(UpstreamFailure::kConnect, ec, "TLS handshake with " + url_.host);
+  }
+  conn_->connected = true;
+  co_return true;
+}
+
+// Sends the request and reads the response header. Interim responses (100
+// Continue, 103 Early Hints) precede the real one: skipped, each with a
+// fresh parser, within the same deadline. The error, if any, is in *ec.
+asio::awaitable<void> UpstreamExchange::Exchange(http::request<http::string_body>& request,
+                                                 beast::error_code* ec) {
+  if (conn_->tls) {
+    co_await http::async_write(conn_->stream, request, Redirect(*ec));
+  } else {
+    co_await http::async_write(conn_->tcp(), request, Redirect(*ec));
+  }
+  for (int interim = 0; !*ec && interim < 9; ++interim) {
+    parser_ = NewParser();
+    if (conn_->tls) {
+      co_await http::async_read_header(conn_->stream, conn_->buffer, *parser_, Redirect(*ec));
+    } else {
+      co_await http::async_read_header(conn_->tcp(), conn_->buffer, *parser_, Redirect(*ec));
+    }
+    if (!IsInterim(status())) break;
+  }
+  if (!parser_) parser_ = NewParser();
+}
+
+// The header is in: refuse what policies could not read.
+bool UpstreamExchange::CheckHead() {
+  if (IsInterim(status()) || status() == 101) {
+    return Fail(UpstreamFailure::kProtocol, {},
+                "upstream " + url_.host + " answered " + std::to_string(status()) +
+                    " instead of a response");
+  }
+  std::string encoding = header("content-encoding");
+  if (!encoding.empty() && !beast::iequals(encoding, "identity")) {
+    // kt asked for identity: compressed bytes are unreadable to policies.
+    return Fail(UpstreamFailure::kProtocol, {},
+                "upstream " + url_.host + " sent a `" + encoding +
+                    "` body although the gateway asked for identity");
+  }
+  return true;
+}
+
 asio::awaitable<bool> UpstreamExchange::Start(http::request<http::string_body> request,
                                               UpstreamTimeouts timeouts) {
-  auto redirect = [](beast::error_code& ec) {
-    return asio::redirect_error(asio::use_awaitable, ec);
-  };
   deadline_ = Clock::now() + Ms(timeouts.total_ms);
   request.prepare_payload();
   // A pooled connection may have been closed by the upstream while idle;
@@ -126,68 +191,17 @@ asio::awaitable<bool> UpstreamExchange::Start(http::request<http::string_body> r
   for (int attempt = 0; attempt < 2; ++attempt) {
     conn_ = attempt == 0 ? pool_->Take(url_) : nullptr;
     if (conn_ == nullptr) conn_ = pool_->Fresh(url_);
-    beast::error_code ec;
     if (!conn_->connected) {
-      asio::ip::tcp::resolver resolver(co_await asio::this_coro::executor);
-      Expire(Ms(timeouts.connect_ms));
-      auto results = co_await resolver.async_resolve(url_.host, url_.port, redirect(ec));
-      if (ec) co_return Fail(UpstreamFailure::kConnect, ec, "cannot resolve " + url_.host);
-      co_await conn_->tcp().async_connect(results, redirect(ec));
-      if (ec) {
-        co_return Fail(UpstreamFailure::kConnect, ec,
-                       "cannot connect to " + url_.host + ":" + url_.port);
-      }
-      if (conn_->tls) {
-        if (!SSL_set_tlsext_host_name(conn_->stream.native_handle(), url_.host.c_str())) {
-          co_return Fail(UpstreamFailure::kConnect, ec, "cannot set TLS SNI for " + url_.host);
-        }
-        conn_->stream.set_verify_callback(asio::ssl::host_name_verification(url_.host));
-        co_await conn_->stream.async_handshake(asio::ssl::stream_base::client, redirect(ec));
-        if (ec) co_return Fail(UpstreamFailure::kConnect, ec, "TLS handshake with " + url_.host);
-      }
-      conn_->connected = true;
+      const bool connected = co_await Connect(timeouts.connect_ms);
+      if (!connected) co_return false;
     }
     Expire(
         Ms(std::min(timeouts.first_byte_ms,
                     std::chrono::duration<double, std::milli>(deadline_ - Clock::now()).count())));
-    if (conn_->tls) {
-      co_await http::async_write(conn_->stream, request, redirect(ec));
-    } else {
-      co_await http::async_write(conn_->tcp(), request, redirect(ec));
-    }
-    parser_ = NewParser();
-    if (!ec) {
-      if (conn_->tls) {
-        co_await http::async_read_header(conn_->stream, conn_->buffer, *parser_, redirect(ec));
-      } else {
-        co_await http::async_read_header(conn_->tcp(), conn_->buffer, *parser_, redirect(ec));
-      }
-    }
-    // Interim responses (100 Continue, 103 Early Hints) precede the real
-    // one: skip them, each with a fresh parser, within the same deadline.
-    for (int interim = 0; !ec && interim < 8 && IsInterim(status()); ++interim) {
-      parser_ = NewParser();
-      if (conn_->tls) {
-        co_await http::async_read_header(conn_->stream, conn_->buffer, *parser_, redirect(ec));
-      } else {
-        co_await http::async_read_header(conn_->tcp(), conn_->buffer, *parser_, redirect(ec));
-      }
-    }
-    if (!ec && (IsInterim(status()) || status() == 101)) {
-      co_return Fail(UpstreamFailure::kProtocol, {},
-                     "upstream " + url_.host + " answered " + std::to_string(status()) +
-                         " instead of a response");
-    }
-    if (!ec) {
-      std::string encoding = header("content-encoding");
-      if (!encoding.empty() && !beast::iequals(encoding, "identity")) {
-        // kt asked for identity: compressed bytes are unreadable to policies.
-        co_return Fail(UpstreamFailure::kProtocol, {},
-                       "upstream " + url_.host + " sent a `" + encoding +
-                           "` body although the gateway asked for identity");
-      }
-      co_return true;
-    }
+    beast::error_code ec;
+    parser_.reset();
+    co_await Exchange(request, &ec);
+    if (!ec) co_return CheckHead();
     if (ec == http::error::body_limit) {
       co_return Fail(UpstreamFailure::kTooLarge, {},
                      "the upstream response exceeds " + std::to_string(max_body_) + " bytes");

@@ -83,6 +83,9 @@ class UpstreamExchange {
 
  private:
   bool Fail(UpstreamFailure f, const beast::error_code& ec, std::string what);
+  asio::awaitable<bool> Connect(double connect_ms);
+  asio::awaitable<void> Exchange(http::request<http::string_body>& request, beast::error_code* ec);
+  bool CheckHead();
   void Expire(std::chrono::milliseconds after);
   std::unique_ptr<http::response_parser<http::buffer_body>> NewParser() const;  // the timeout of the next operations
   UpstreamPool* pool_;
