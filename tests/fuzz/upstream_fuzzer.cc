@@ -5,7 +5,9 @@
 // in-process gateway serving the quickstart policies.
 //
 // Input: the first byte picks the client request (bit 0: streamed; bit 1:
-// with tools), the rest is what the upstream sends before it closes.
+// with tools; bits 2-3: the surface, chat / responses / completions /
+// embeddings, each sent natively to the upstream, so its relay reads the
+// bytes), the rest is what the upstream sends before it closes.
 // Beyond "no crash, no hang", the client must get exactly one complete,
 // well-framed HTTP response, and a non-streamed 200 must carry JSON.
 #include <cstddef>
@@ -21,23 +23,44 @@
 
 namespace {
 
-std::string ClientRequest(uint8_t mode) {
-  nlohmann::json body = {
-      {"model", "gpt-4o-mini"},
-      {"messages", {{{"role", "user"}, {"content", "What is my balance?"}}}},
-  };
+// The body of one surface's request, streamed and with a tool as `mode` says.
+nlohmann::json Body(int surface, uint8_t mode, std::string* path) {
+  const nlohmann::json tool = {
+      {"type", "function"},
+      {"name", "get_account_balance"},
+      {"parameters", {{"type", "object"}, {"properties", nlohmann::json::object()}}}};
+  nlohmann::json body = {{"model", "gpt-4o-mini"}};
+  if (surface == 1) {
+    *path = "/v1/responses";
+    body["input"] = "What is my balance?";
+    if (mode & 2) body["tools"] = {tool};
+  } else if (surface == 2) {
+    *path = "/v1/completions";
+    body["prompt"] = "What is my balance?";
+  } else if (surface == 3) {
+    *path = "/v1/embeddings";
+    body["input"] = {"What is my balance?"};
+    return body;  // embeddings do not stream
+  } else {
+    *path = "/v1/chat/completions";
+    body["messages"] = {{{"role", "user"}, {"content", "What is my balance?"}}};
+    if (mode & 2) {
+      nlohmann::json fn = tool;
+      fn.erase("type");
+      body["tools"] = {{{"type", "function"}, {"function", fn}}};
+    }
+  }
   if (mode & 1) {
     body["stream"] = true;
-    body["stream_options"] = {{"include_usage", true}};
+    if (surface != 1) body["stream_options"] = {{"include_usage", true}};
   }
-  if (mode & 2) {
-    body["tools"] = {{{"type", "function"},
-                      {"function",
-                       {{"name", "get_account_balance"},
-                        {"parameters", {{"type", "object"}, {"properties", nlohmann::json::object()}}}}}}};
-  }
-  std::string text = body.dump();
-  return "POST /v1/chat/completions HTTP/1.1\r\nHost: kt\r\nContent-Type: application/json\r\n"
+  return body;
+}
+
+std::string ClientRequest(uint8_t mode) {
+  std::string path;
+  std::string text = Body((mode >> 2) & 3, mode, &path).dump();
+  return "POST " + path + " HTTP/1.1\r\nHost: kt\r\nContent-Type: application/json\r\n"
          "Authorization: Bearer sk-fuzz\r\nContent-Length: " +
          std::to_string(text.size()) + "\r\n\r\n" + text;
 }
