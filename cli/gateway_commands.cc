@@ -31,7 +31,7 @@ void AddGatewayCommands(CLI::App* app, CommonOptions* common, int* exit_code) {
                   "the surfaces --upstream speaks itself (chat, responses, embeddings, "
                   "completions; default all); the others are translated to chat")
       ->delimiter(',')
-      ->check(CLI::IsMember({"chat", "responses", "embeddings", "completions"}));
+      ->check(CLI::IsMember({"chat", "responses", "embeddings", "completions", "messages"}));
   run->add_option("--upstream-api-key", options->upstream_api_key,
                   "key for --upstream (default: $KT_UPSTREAM_API_KEY, else the client's)");
   run->add_option("--fail-mode", *fail_mode,

@@ -611,13 +611,14 @@ void Checker::CheckTestExpectations() {
 // `apis`: the wire surfaces a provider speaks itself (the gateway translates
 // the others to chat); each must be one the gateway knows.
 void Checker::CheckProviderApis(Module* m, const Expr& v) {
-  static const std::vector<std::string> kApis = {"chat", "responses", "embeddings", "completions"};
+  static const std::vector<std::string> kApis = {"chat", "responses", "embeddings", "completions",
+                                                 "messages"};
   if (v.kind != ExprKind::kList) return;
   for (const ExprPtr& item : v.children) {
     if (item->kind != ExprKind::kString) continue;
     if (std::find(kApis.begin(), kApis.end(), item->text) != kApis.end()) continue;
     std::string help = SuggestName(item->text, kApis);
-    if (help.empty()) help = "apis are `chat`, `responses`, `embeddings` and `completions`";
+    if (help.empty()) help = "apis are `chat`, `responses`, `embeddings`, `completions` and `messages`";
     Report(m, DiagId::kBadProvider, item->span, "unknown api `" + item->text + "`", help);
   }
 }

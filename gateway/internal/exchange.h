@@ -23,7 +23,8 @@ struct Exchange {
   std::string correlation_id;
   std::string request_source;
   std::string traceparent;
-  std::string client_key;  // the bearer token; never logged
+  std::string client_key;  // the bearer token (or x-api-key); never logged
+  std::string anthropic_beta;  // passed to an Anthropic upstream
   std::string key_fingerprint;
   std::string method;
   std::string path;

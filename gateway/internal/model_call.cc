@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "gateway/internal/anthropic.h"
 #include "gateway/internal/exchange.h"
 #include "gateway/internal/mock.h"
 
@@ -11,11 +12,12 @@ namespace {
 
 // What each kind speaks when its provider does not say: OpenAI serves every
 // surface; the mock serves chat and embeddings (the rest is translated, which
-// is what `make run` then shows); Anthropic's compatible endpoint, chat.
+// is what `make run` then shows); Anthropic, its Messages API (every OpenAI
+// surface reaches it through chat).
 std::vector<std::string> DefaultApis(std::string_view kind) {
   if (kind == "openai") return {"chat", "responses", "embeddings", "completions"};
   if (kind == "mock") return {"chat", "embeddings"};
-  return {"chat"};
+  return {"messages"};  // anthropic: the Messages API
 }
 
 Route ProviderRoute(const ProviderConfig& p) {
@@ -47,7 +49,15 @@ class HttpCall : public ModelCall {
     // Policies read plain bytes: a compressed answer is refused, not guessed.
     up.set(http::field::accept_encoding, "identity");
     const std::string& key = route_.api_key.empty() ? x_->client_key : route_.api_key;
-    if (!key.empty()) {
+    if (route_.kind == "anthropic") {
+      // The Messages API's own headers: its key header and version.
+      up.set("anthropic-version", kAnthropicVersion);
+      if (!x_->anthropic_beta.empty()) up.set("anthropic-beta", x_->anthropic_beta);
+    }
+    const bool x_api_key = route_.kind == "anthropic" && route_.auth_header.empty();
+    if (!key.empty() && x_api_key) {
+      up.set("x-api-key", key);
+    } else if (!key.empty()) {
       if (route_.auth_header.empty() || route_.auth_header == "authorization") {
         up.set(http::field::authorization, "Bearer " + key);
       } else {

@@ -3,6 +3,7 @@
 #include <iostream>
 #include <optional>
 
+#include "gateway/internal/anthropic.h"
 #include "gateway/internal/util.h"
 
 namespace kt::gateway {
@@ -42,7 +43,17 @@ class Flow {
               std::string_view policy = {}, Headers extra = {}) {
     *res_ = ErrorResponse(g_, x_, status, type, code, message, keep_alive_, policy,
                           std::move(extra));
+    Reshape();
     return false;
+  }
+  // A gateway-made error in the envelope of the client's surface (the
+  // Messages API's for Anthropic clients).
+  void Reshape() {
+    if (!s_.anthropic_errors()) return;
+    Json envelope = Json::parse(res_->body(), nullptr, false);
+    if (!envelope.is_object() || !envelope.contains("error")) return;
+    res_->body() = Dump(OpenAIErrorToAnthropic(envelope));
+    res_->prepare_payload();
   }
   bool Unevaluated(const std::string& stage, const std::string& why) {
     x_->outcome = "not_evaluated";
@@ -104,6 +115,7 @@ class Flow {
       }
       for (auto& [c, key] : acquired_) c->Release(key, now);
       *res_ = RateLimitResponse(g_, x_, counter->config(), v, keep_alive_);
+      Reshape();
       return false;
     }
     return true;
@@ -139,11 +151,15 @@ class Flow {
                     "no provider serves the model `" + x_->model + "`");
     }
     x_->provider = route_.provider;
-    native_ = Speaks(route_, s_.name());
+    native_ = Speaks(route_, s_.api());
     if (native_) return true;
-    // Translated to chat, if the provider speaks that.
-    x_->upstream_api = "chat";
-    std::string why = Speaks(route_, "chat") ? s_.ToChat(body_, &chat_) : "it speaks no chat";
+    // Translated to chat, and on to the Messages API when the provider
+    // speaks that instead.
+    via_messages_ = !Speaks(route_, "chat") && Speaks(route_, "messages");
+    x_->upstream_api = via_messages_ ? "messages" : "chat";
+    std::string why = Speaks(route_, "chat") || via_messages_ ? s_.ToChat(body_, &chat_)
+                                                              : "it speaks no chat";
+    if (why.empty() && via_messages_) why = ChatToMessagesRequest(chat_, &messages_);
     if (!why.empty()) {
       return Refuse(400, "invalid_request_error", "unsupported_by_provider",
                     "the provider `" + route_.provider + "` does not serve " +
@@ -157,9 +173,13 @@ class Flow {
   asio::awaitable<bool> Call() {
     ModelRequest request;
     request.stream = sr_.stream;
-    request.path = native_ ? std::string(s_.upstream_path()) : "/chat/completions";
+    request.path = native_        ? std::string(s_.upstream_path())
+                   : via_messages_ ? "/messages"
+                                   : "/chat/completions";
     // Unchanged requests go byte for byte as the client sent them.
-    request.body = !native_ ? Dump(chat_) : rewritten_ ? Dump(body_) : req_.body();
+    request.body = native_        ? (rewritten_ ? Dump(body_) : req_.body())
+                   : via_messages_ ? Dump(messages_)
+                                   : Dump(chat_);
     call_ = OpenCall(g_, route_, x_);
     up0_ = MonoMicros();
     const bool started = co_await call_->Start(&request);
@@ -192,12 +212,20 @@ class Flow {
     bool ok = co_await call_->ReadAll(&body);
     if (!ok) co_return UpstreamFailed();
     x_->upstream_us = MonoMicros() - up0_;
-    const int status = call_->status();
-    x_->status = status;
+    int status = call_->status();
     x_->outcome = "upstream_error";
     x_->error_code = "upstream_status_" + std::to_string(status);
-    WriteAudit(g_, *x_);
     std::string ct = call_->header("content-type");
+    if (via_messages_ || (!native_ && s_.anthropic_errors())) {
+      // The error in the client's API: Anthropic's answer for an OpenAI
+      // client, or the other way round.
+      Json error = Json::parse(body, nullptr, false);
+      body = Dump(via_messages_ ? AnthropicErrorToOpenAI(status, error, &status)
+                                : OpenAIErrorToAnthropic(error));
+      ct = "application/json";
+    }
+    x_->status = status;
+    WriteAudit(g_, *x_);
     *res_ = BodyResponse(x_, status, std::move(body), ct.empty() ? "application/json" : ct,
                          keep_alive_, PassThroughHeaders(*call_));
     co_return false;
@@ -220,7 +248,14 @@ class Flow {
       co_return Handled::kReply;
     }
     // What the stages cannot read must not reach the client unjudged.
-    if (std::string shape = s_.AnswerOf(body_, native_, &answer); !shape.empty()) {
+    std::string shape;
+    if (via_messages_) {
+      Json chat;
+      shape = MessagesToChatResponse(answer, &chat);
+      answer = std::move(chat);
+    }
+    if (shape.empty()) shape = s_.AnswerOf(body_, native_, &answer);
+    if (!shape.empty()) {
       Refuse(502, "upstream_error", "invalid_upstream_response",
              "the upstream response cannot be judged: " + shape);
       co_return Handled::kReply;
@@ -279,6 +314,7 @@ class Flow {
 
   asio::awaitable<Handled> Stream();
   asio::awaitable<bool> Relay(SurfaceRelay* relay);
+  bool Deliver(SurfaceRelay* relay, const SseEvent& ev, std::string* out);
   asio::awaitable<void> Drain(const SurfaceRelay& relay, bool client_ok);
 
   void CountTokens() {
@@ -305,7 +341,10 @@ class Flow {
   bool rewritten_ = false;
   ::kt::gateway::Route route_;
   bool native_ = true;  // the provider speaks the surface (else: chat_, translated)
+  bool via_messages_ = false;  // and chat_ goes on as messages_ (the Messages API)
   Json chat_;
+  Json messages_;
+  std::unique_ptr<MessagesToChatStream> messages_stream_;
   std::unique_ptr<ModelCall> call_;
   int64_t up0_ = 0;
 };
@@ -371,7 +410,7 @@ asio::awaitable<bool> Flow::Relay(SurfaceRelay* relay) {
     }
     for (const SseEvent& ev : events) {
       if (!open) break;
-      open = relay->OnEvent(ev, &out);
+      open = Deliver(relay, ev, &out);
     }
     events.clear();
     if (open && !more) {
@@ -391,6 +430,22 @@ asio::awaitable<bool> Flow::Relay(SurfaceRelay* relay) {
     }
   }
   co_return true;
+}
+
+// One upstream event to the relay; from the Messages API, as chat chunks.
+bool Flow::Deliver(SurfaceRelay* relay, const SseEvent& ev, std::string* out) {
+  if (!via_messages_) return relay->OnEvent(ev, out);
+  if (messages_stream_ == nullptr) messages_stream_ = std::make_unique<MessagesToChatStream>(x_->model);
+  std::vector<SseEvent> chunks;
+  std::string error;
+  if (!messages_stream_->Feed(ev, &chunks, &error)) {
+    relay->UpstreamFailed(UpstreamFailure::kProtocol, error, out);
+    return false;
+  }
+  for (const SseEvent& chunk : chunks) {
+    if (!relay->OnEvent(chunk, out)) return false;
+  }
+  return true;
 }
 
 // After a stream: a normal end reads the upstream's last bytes (the chunked

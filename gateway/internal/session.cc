@@ -179,6 +179,8 @@ void ReadIds(const Parser::value_type& head, Exchange* x) {
   x->traceparent = h("traceparent").substr(0, 200);
   x->client_key = BearerToken(h("authorization"));
   if (x->client_key.empty()) x->client_key = h("api-key");
+  if (x->client_key.empty()) x->client_key = h("x-api-key");  // Anthropic clients
+  x->anthropic_beta = h("anthropic-beta").substr(0, 1000);
   x->key_fingerprint = KeyFingerprint(x->client_key);
 }
 

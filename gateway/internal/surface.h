@@ -69,6 +69,11 @@ class Surface {
   virtual ~Surface() = default;
   virtual std::string_view name() const = 0;  // chat | responses | embeddings | completions
   virtual std::string_view upstream_path() const = 0;  // "/chat/completions"
+  // The API a provider must speak to take this surface as it is (count_tokens
+  // rides on the Messages API).
+  virtual std::string_view api() const { return name(); }
+  // Whether errors go out in the Messages API's envelope.
+  virtual bool anthropic_errors() const { return false; }
   // Whether the surface has an answer the output stages read (embeddings:
   // vectors, no).
   virtual bool has_output() const { return true; }
@@ -100,6 +105,8 @@ const Surface& ChatSurface();
 const Surface& ResponsesSurface();
 const Surface& EmbeddingsSurface();
 const Surface& CompletionsSurface();
+const Surface& MessagesSurface();
+const Surface& CountTokensSurface();
 
 // Helpers adapters share.
 //
