@@ -317,10 +317,16 @@ class Flow {
   bool Deliver(SurfaceRelay* relay, const SseEvent& ev, std::string* out);
   asio::awaitable<void> Drain(const SurfaceRelay& relay, bool client_ok);
 
+  // Token limits count what the answer's usage says: `total_tokens` (the
+  // OpenAI surfaces), or input plus output tokens (the Messages API's).
   void CountTokens() {
-    const Json* total = FieldOf(x_->usage, "total_tokens");
-    if (total == nullptr || !total->is_number_integer()) return;
-    const int64_t tokens = total->get<int64_t>();
+    auto count = [&](const char* field) -> int64_t {
+      const Json* v = FieldOf(x_->usage, field);
+      return v != nullptr && v->is_number_integer() ? v->get<int64_t>() : 0;
+    };
+    int64_t tokens = count("total_tokens");
+    if (tokens == 0) tokens = count("input_tokens") + count("output_tokens");
+    if (tokens <= 0) return;
     for (const auto& [counter, key] : acquired_) counter->AddTokens(key, tokens, MonoMicros());
   }
 
