@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Runs the gateway integration tests: installs the pinned `openai` npm
-# package (package-lock.json) when it is missing, then drives the real
-# `kt gateway run` binary with it.
+# Runs the gateway integration tests: installs the pinned `openai` and
+# `@anthropic-ai/sdk` npm packages (package-lock.json) when either is
+# missing, then drives the real `kt gateway run` binary with them.
 #   tests/gateway/run.sh path/to/kt [TEST.mjs ...]
 # (default: gateway_test.mjs and operations_test.mjs).
 set -euo pipefail
@@ -11,7 +11,7 @@ shift
 tests=("$@")
 if ((${#tests[@]} == 0)); then tests=(gateway_test.mjs operations_test.mjs); fi
 command -v node >/dev/null || { echo "run.sh: node is missing (scripts/install-deps installs it)" >&2; exit 1; }
-if [[ ! -f "$here/node_modules/openai/package.json" ]]; then
+if [[ ! -f "$here/node_modules/openai/package.json" || ! -f "$here/node_modules/@anthropic-ai/sdk/package.json" ]]; then
   (cd "$here" && npm ci --no-audit --no-fund --loglevel=error)
 fi
 cd "$here/../.."
