@@ -6,6 +6,7 @@
 // redaction rewrote it; an OpenAI-compatible one gets it as chat, and its
 // answer comes back in the Messages shape.
 #include <algorithm>
+#include <cctype>
 
 #include "gateway/internal/anthropic.h"
 #include "gateway/internal/surface.h"
@@ -189,7 +190,9 @@ std::vector<std::pair<long long, std::string>> PointerKey(const std::string& ptr
     std::size_t end = ptr.find('/', at);
     if (end == std::string::npos) end = ptr.size();
     std::string token = ptr.substr(at, end - at);
-    const bool number = !token.empty() && std::all_of(token.begin(), token.end(), ::isdigit);
+    const bool number =
+        !token.empty() && std::all_of(token.begin(), token.end(),
+                                      [](unsigned char c) { return std::isdigit(c) != 0; });
     key.emplace_back(number ? std::stoll(token) : -1, number ? std::string() : token);
     at = end + 1;
   }
@@ -247,12 +250,14 @@ class Messages : public Surface {
       const std::size_t text = slot.rfind('/');
       const std::string block = slot.substr(0, text);
       const std::size_t cut = block.rfind('/');
-      if (text == std::string::npos || cut == std::string::npos || slot.substr(text) != "/text") continue;
+      if (text == std::string::npos || cut == std::string::npos || slot.substr(text) != "/text")
+        continue;
       Json::json_pointer list(block.substr(0, cut));
       if (!body->contains(list) || !(*body)[list].is_array()) continue;
       Json& blocks = (*body)[list];
       const std::size_t index = std::stoull(block.substr(cut + 1));
-      if (index < blocks.size() && blocks.size() > 1) blocks.erase(blocks.begin() + static_cast<std::ptrdiff_t>(index));
+      if (index < blocks.size() && blocks.size() > 1)
+        blocks.erase(blocks.begin() + static_cast<std::ptrdiff_t>(index));
     }
   }
 
