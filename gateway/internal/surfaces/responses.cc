@@ -30,12 +30,14 @@ std::string ReadParts(const Json& parts, const std::string& at, const std::strin
       return Quote(here) + " must be an object with a string `type`";
     }
     const std::string type = part["type"].get<std::string>();
-    if (type == "input_text" || type == "output_text" || type == "text") {
-      if (FieldOf(part, "text") == nullptr || !part["text"].is_string()) {
-        return Quote(here + ".text") + " must be a string";
+    // An assistant turn given back may carry a refusal: text as well.
+    const char* field = type == "refusal" ? "refusal" : "text";
+    if (type == "input_text" || type == "output_text" || type == "text" || type == "refusal") {
+      if (FieldOf(part, field) == nullptr || !part[field].is_string()) {
+        return Quote(here + "." + field) + " must be a string";
       }
-      texts.push_back({{"type", "text"}, {"text", part["text"]}});
-      slots->push_back(pointer + "/" + std::to_string(j) + "/text");
+      texts.push_back({{"type", "text"}, {"text", part[field]}});
+      slots->push_back(pointer + "/" + std::to_string(j) + "/" + field);
       continue;
     }
     NotEvaluated(x, here, "a `" + type + "` part: no stage reads it");
@@ -213,6 +215,7 @@ class Responses : public Surface {
   void View(Json* answer, AnswerView* view) const override {
     int calls = 0;
     Json& output = (*answer)["output"];
+    const std::string finish_reason = FinishReason(*answer);
     for (std::size_t i = 0; i < output.size(); ++i) {
       Json& item = output[i];
       const std::string type = StringField(item, "type");
@@ -222,7 +225,7 @@ class Responses : public Surface {
       } else if (type == "message") {
         for (Json& part : item["content"]) {
           const char* field = StringField(part, "type") == "refusal" ? "refusal" : "text";
-          view->texts.push_back({&part[field], StringField(*answer, "status")});
+          view->texts.push_back({&part[field], finish_reason});
         }
       } else {
         view->unread.emplace_back("output[" + std::to_string(i) + "]",
@@ -237,6 +240,26 @@ class Responses : public Surface {
   }
 
  private:
+  // The answer's status in chat's terms, which the policies are written on
+  // (`output.finish_reason == "length"`): a response cut short by its token
+  // bound is "length", by a content filter "content_filter"; a complete one
+  // "tool_calls" when it calls functions, else "stop".
+  static std::string FinishReason(const Json& answer) {
+    const std::string status = StringField(answer, "status");
+    if (status == "incomplete") {
+      const Json* details = FieldOf(answer, "incomplete_details");
+      const std::string reason = details == nullptr ? "" : StringField(*details, "reason");
+      if (reason == "max_output_tokens") return "length";
+      return reason.empty() ? status : reason;
+    }
+    if (status != "completed") return status;
+    const Json* output = FieldOf(answer, "output");
+    for (std::size_t i = 0; output != nullptr && output->is_array() && i < output->size(); ++i) {
+      if (StringField((*output)[i], "type") == "function_call") return "tool_calls";
+    }
+    return "stop";
+  }
+
   // The answer's items the stages read must have the shapes they read:
   // anything else would reach the client unjudged.
   static std::string Check(const Json& answer) {

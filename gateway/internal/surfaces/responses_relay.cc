@@ -6,6 +6,7 @@
 // released text. From the moment a function call starts, every event is held
 // until the call is complete and judged. A block ends the stream with an
 // `error` event that the official SDKs raise on.
+#include <algorithm>
 #include <map>
 #include <set>
 
@@ -115,6 +116,13 @@ class ResponsesRelay : public SurfaceRelay {
       drop_ = false;
       return true;
     }
+    // After a delta of the relay's own, the upstream's numbers move up by as
+    // many, so sequence numbers stay unique and increasing.
+    if (const Json* seq = FieldOf(e, "sequence_number");
+        inserted_ > 0 && seq != nullptr && seq->is_number_integer()) {
+      e["sequence_number"] = seq->get<int64_t>() + inserted_;
+      modified = true;
+    }
     return Emit(Frame(type, modified ? Dump(e) : ev.data), out);
   }
 
@@ -130,6 +138,12 @@ class ResponsesRelay : public SurfaceRelay {
     if (type == "response.output_item.added") return ItemAdded(*e);
     if (type == "response.function_call_arguments.delta") {
       calls_[Index(*e, "output_index")].arguments += StringField(*e, "delta");
+      holding_ = true;  // also when the server sent no output_item.added
+      return true;
+    }
+    if (type == "response.function_call_arguments.done") {
+      calls_.try_emplace(Index(*e, "output_index"));  // unjudged: what follows waits
+      holding_ = true;
       return true;
     }
     if (type == "response.output_item.done") return ItemDone(e, modified, out);
@@ -213,6 +227,7 @@ class ResponsesRelay : public SurfaceRelay {
     if (item == nullptr) return true;
     const std::string type = StringField(*item, "type");
     if (type == "message") {
+      if (!JudgeWhole(o, *item, out)) return false;
       *modified = RewriteMessage(o, item) || *modified;
       return true;
     }
@@ -224,6 +239,25 @@ class ResponsesRelay : public SurfaceRelay {
     call.arguments = StringField(*item, "arguments");
     if (!JudgeCalls()) return Stop(out);
     release_after_ = true;
+    return true;
+  }
+
+  // A message's parts the stream never carried as text events (a server
+  // that sends them only whole, in output_item.done or response.completed):
+  // judged whole now, so no text reaches the client unjudged.
+  bool JudgeWhole(int output_index, const Json& item, std::string* out) {
+    const Json* content = FieldOf(item, "content");
+    for (std::size_t c = 0; content != nullptr && content->is_array() && c < content->size(); ++c) {
+      const Json& part = (*content)[c];
+      const int ch = Channel(output_index, static_cast<int>(c));
+      if (!part.is_object() || released_.count(ch)) continue;
+      const Json* text = FieldOf(part, StringField(part, "type") == "refusal" ? "refusal" : "text");
+      if (text == nullptr || !text->is_string()) continue;
+      std::string release, rest;
+      if (!judge_->Text(ch, text->get_ref<const std::string&>(), &release)) return Stop(out);
+      if (!judge_->Finish(ch, &rest)) return Stop(out);
+      released_[ch] = release + rest;
+    }
     return true;
   }
 
@@ -250,16 +284,32 @@ class ResponsesRelay : public SurfaceRelay {
       released_[ch] += rest;
       EmitRest(ch, rest, out);
     }
-    if (!JudgeCalls()) return Stop(out);
     Json* response = e->contains("response") && (*e)["response"].is_object() ? &(*e)["response"]
                                                                                : nullptr;
-    if (response != nullptr && response->contains("output") && (*response)["output"].is_array()) {
-      Json& output = (*response)["output"];
-      for (std::size_t o = 0; o < output.size(); ++o) {
-        if (StringField(output[o], "type") == "message") {
-          *modified = RewriteMessage(static_cast<int>(o), &output[o]) || *modified;
-        }
-      }
+    Json* output = response != nullptr && response->contains("output") &&
+                           (*response)["output"].is_array()
+                       ? &(*response)["output"]
+                       : nullptr;
+    const int items = output == nullptr ? 0 : static_cast<int>(std::min<std::size_t>(output->size(), 4096));
+    // The response's calls are the ones the client takes: a call the stream
+    // never carried as events, or carried otherwise, is judged as it is here.
+    for (int o = 0; o < items; ++o) {
+      const Json& item = (*output)[o];
+      if (StringField(item, "type") != "function_call") continue;
+      Call& call = calls_[o];
+      const std::string name = StringField(item, "name");
+      const std::string arguments = StringField(item, "arguments");
+      if (call.judged && call.name == name && call.arguments == arguments) continue;
+      call.name = name;
+      call.call_id = StringField(item, "call_id");
+      call.arguments = arguments;
+      call.judged = false;
+    }
+    if (!JudgeCalls()) return Stop(out);
+    for (int o = 0; o < items; ++o) {
+      if (StringField((*output)[o], "type") != "message") continue;
+      if (!JudgeWhole(o, (*output)[o], out)) return false;
+      *modified = RewriteMessage(o, &(*output)[o]) || *modified;
     }
     if (const Json* usage = response == nullptr ? nullptr : FieldOf(*response, "usage");
         usage != nullptr && usage->is_object()) {
@@ -295,7 +345,7 @@ class ResponsesRelay : public SurfaceRelay {
               {"output_index", p.output_index},
               {"content_index", p.content_index},
               {"delta", rest},
-              {"sequence_number", sequence_}};
+              {"sequence_number", sequence_ + inserted_++}};
     if (!p.refusal) e["logprobs"] = Json::array();
     Emit(Frame(type, Dump(e)), out);
   }
@@ -343,7 +393,7 @@ class ResponsesRelay : public SurfaceRelay {
               {"code", stop.code},
               {"message", stop.message},
               {"param", nullptr},
-              {"sequence_number", sequence_ + 1},
+              {"sequence_number", sequence_ + inserted_ + 1},
               {"error", envelope["error"]}};
     *out += Frame("error", Dump(e));
     return false;
@@ -367,7 +417,8 @@ class ResponsesRelay : public SurfaceRelay {
   bool release_after_ = false;  // the current event completed a call, or the response
   bool drop_ = false;
   bool finished_ = false;
-  int64_t sequence_ = 0;
+  int64_t sequence_ = 0;  // the upstream's highest sequence number so far
+  int64_t inserted_ = 0;  // delta events the relay added (released rests)
 };
 
 }  // namespace
