@@ -286,7 +286,7 @@ struct ProviderConfig {
   std::string base_url;
   std::vector<std::string> models;  // globs
   // The wire surfaces it speaks itself ("chat", "responses", "embeddings",
-  // "completions"); empty: the kind's default.
+  // "completions", "messages"); empty: the kind's default.
   std::vector<std::string> apis;
   std::string api_key;              // empty: forward the client's key
   std::string auth_header;          // empty: Authorization: Bearer
@@ -393,8 +393,9 @@ class OutputStream {
   // Appends the bytes now safe to send to `*release`. Returns false once the
   // stream is blocked (or failed): see decision(); nothing more is released.
   bool Feed(std::string_view chunk, std::string* release);
-  // Ends the text: judges every rule on the whole of it, releases the rest.
-  bool Finish(std::string* release);
+  // Ends the text: judges every rule on the whole of it (`finish_reason` as
+  // the answer gives it, "" for none), releases the rest.
+  bool Finish(std::string* release, const std::string& finish_reason = "");
   // After Finish (or a block): the stage's decision on the whole text.
   const Decision& decision() const { return decision_; }
   std::size_t held() const { return raw_.size() - released_; }

@@ -766,7 +766,7 @@ bool OutputStream::Feed(std::string_view chunk, std::string* release) {
   return Advance(safe, release);
 }
 
-bool OutputStream::Finish(std::string* release) {
+bool OutputStream::Finish(std::string* release, const std::string& finish_reason) {
   if (done_) return false;
   done_ = true;
   State& st = *state_;
@@ -779,6 +779,7 @@ bool OutputStream::Finish(std::string* release) {
   // hits included), and the last word on blocks.
   internal::StageInput in = st.in;
   in.output["text"] = raw_;
+  in.output["finish_reason"] = finish_reason.empty() ? Json(nullptr) : Json(finish_reason);
   internal::Evaluator::Outcome out;
   if (!im.Run(in, &out, &decision_) || decision_.blocked) return false;
   if (im.hold_all) {

@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <string_view>
 
 namespace kt::gateway {
@@ -215,6 +216,31 @@ Json Embedding(std::string_view text) {
 
 }  // namespace
 
+// `encoding_format: "base64"` (the SDKs' default): the little-endian
+// float32 bytes of the vector, base64-encoded, as the API sends them.
+std::string Base64Floats(const Json& vector) {
+  static const char kAlphabet[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string bytes;
+  for (const Json& x : vector) {
+    const float f = static_cast<float>(x.get<double>());
+    uint32_t bits;
+    std::memcpy(&bits, &f, sizeof bits);
+    for (int i = 0; i < 4; ++i) bytes.push_back(static_cast<char>((bits >> (8 * i)) & 0xFF));
+  }
+  std::string out;
+  for (std::size_t i = 0; i < bytes.size(); i += 3) {
+    uint32_t n = static_cast<unsigned char>(bytes[i]) << 16;
+    if (i + 1 < bytes.size()) n |= static_cast<unsigned char>(bytes[i + 1]) << 8;
+    if (i + 2 < bytes.size()) n |= static_cast<unsigned char>(bytes[i + 2]);
+    out += kAlphabet[(n >> 18) & 63];
+    out += kAlphabet[(n >> 12) & 63];
+    out += i + 1 < bytes.size() ? kAlphabet[(n >> 6) & 63] : '=';
+    out += i + 2 < bytes.size() ? kAlphabet[n & 63] : '=';
+  }
+  return out;
+}
+
 Json MockEmbeddings(const Json& request) {
   std::vector<std::string> texts;
   const Json* input = request.is_object() && request.contains("input") ? &request["input"] : nullptr;
@@ -228,10 +254,14 @@ Json MockEmbeddings(const Json& request) {
     for (const Json& item : *input) texts.push_back(item.is_string() ? item.get<std::string>()
                                                                      : item.dump());
   }
+  const bool base64 = request.is_object() && request.contains("encoding_format") &&
+                      request["encoding_format"] == "base64";
   Json data = Json::array();
   std::size_t bytes = 0;
   for (std::size_t i = 0; i < texts.size(); ++i) {
-    data.push_back({{"object", "embedding"}, {"index", i}, {"embedding", Embedding(texts[i])}});
+    Json vector = Embedding(texts[i]);
+    if (base64) vector = Base64Floats(vector);
+    data.push_back({{"object", "embedding"}, {"index", i}, {"embedding", std::move(vector)}});
     bytes += texts[i].size();
   }
   const int tokens_used = Tokens(bytes);

@@ -36,8 +36,8 @@ std::vector<std::string> MockStream(const MockReply& reply, const std::string& m
                                     bool include_usage);
 
 // An embeddings list for a /v1/embeddings request: one deterministic unit
-// vector (8 floats, from a hash of the text) per input string or token list,
-// and usage.
+// vector (8 floats, from a hash of the text) per input string or token list
+// (as base64 float32 bytes when `encoding_format` is "base64"), and usage.
 nlohmann::json MockEmbeddings(const nlohmann::json& request);
 
 }  // namespace kt::gateway

@@ -391,12 +391,14 @@ asio::awaitable<Handled> Flow::Stream() {
     ~StreamGauge() { --g->metrics.active_streams; }
   } gauge{g_};
   if (client_ok) client_ok = co_await Relay(relay.get());
-  co_await Drain(*relay, client_ok);
   x_->upstream_us = MonoMicros() - up0_;
   if (!client_ok && x_->outcome == "allowed") x_->outcome = "client_disconnected";
   CountTokens();
   WriteAudit(g_, *x_);
   if (client_ok) co_await client_->EndStream();
+  // After the client has its whole answer: an upstream that stalls after
+  // its terminal event costs the upstream connection, not the client's wait.
+  co_await Drain(*relay, client_ok);
   co_return client_ok && keep_alive_ ? Handled::kStreamedOpen : Handled::kStreamed;
 }
 
@@ -419,6 +421,10 @@ asio::awaitable<bool> Flow::Relay(SurfaceRelay* relay) {
       open = Deliver(relay, ev, &out);
     }
     events.clear();
+    // The terminal event ends the relay: what follows (the chunked
+    // terminator, or a stall or failure after it) is Drain's, never an
+    // error frame after a complete answer.
+    if (open && relay->finished()) open = false;
     if (open && !more) {
       if (call_->failure() != UpstreamFailure::kNone) {
         relay->UpstreamFailed(call_->failure(), call_->error(), &out);

@@ -352,6 +352,7 @@ asio::awaitable<Handled> Connection::Dispatch(http::request<http::string_body>& 
   }
   if (!method_ok) {
     if (route->handler != Handler::kSurface) x->path.clear();  // only model surfaces are audited
+    if (route->handler == Handler::kSurface) x->surface = route->surface->name();
     const std::string allow(route->method);
     *res = ErrorResponse(g_, x, 405, "invalid_request_error", "method_not_allowed",
                          "use " + allow + " for " + std::string(route->path), keep_alive, {},

@@ -37,12 +37,12 @@ bool StreamJudge::Text(int channel, std::string_view delta, std::string* release
   return true;
 }
 
-bool StreamJudge::Finish(int channel, std::string* release) {
+bool StreamJudge::Finish(int channel, std::string* release, const std::string& finish_reason) {
   auto it = streams_.find(channel);
   if (it == streams_.end() || finished_.count(channel)) return true;
   finished_[channel] = true;
   int64_t t = MonoMicros();
-  bool ok = it->second->Finish(release);
+  bool ok = it->second->Finish(release, finish_reason);
   x_->policy_us += MonoMicros() - t;
   Note(*it->second);
   if (!ok) return Blocked(it->second->decision(), true);

@@ -28,7 +28,7 @@ class StreamJudge {
   bool Text(int channel, std::string_view delta, std::string* release);
   // The channel's text ended: judged whole, the rest released. A channel
   // that never had text, or finished already, releases nothing.
-  bool Finish(int channel, std::string* release);
+  bool Finish(int channel, std::string* release, const std::string& finish_reason = "");
   // Finishes every open channel: each rest as (channel, text).
   bool FinishAll(std::vector<std::pair<int, std::string>>* rests);
   bool open(int channel) const { return streams_.count(channel) && !finished_.count(channel); }

@@ -73,10 +73,13 @@ provider openai {
   models: ["gpt-*"]
 }
 
+// An OpenAI-compatible endpoint (as Anthropic's compatibility endpoint is):
+// kind anthropic now speaks the Messages API, which messages_test.mjs drives.
 provider anthropic {
-  kind: anthropic
+  kind: openai
   base_url: "${fakeB.url}"
   models: ["claude-*"]
+  apis: ["chat"]
 }
 
 policy "no-codename" {

@@ -612,11 +612,9 @@ test('output.finish_reason reads in chat\'s terms on every surface: a cut-off an
   await assertAudit(gw, rid, { status: 200, outcome: 'allowed', surface: 'responses', decisions: [] });
 });
 
-// BUG (compiler/engine.cc, OutputStream; gateway/internal/stream_judge.cc):
-// a streamed answer is judged with `output.finish_reason` null: Finish()
-// takes no reason, so a rule on it (examples/policies/observe_rollout.ktp's
-// "observe-truncated-answers") never fires on any stream, chat included.
-test.skip('a streamed answer cut off at its token bound has finish_reason "length" (engine bug: streams judge finish_reason null)', async () => {
+// A streamed chat answer is judged with its finish_reason (found by this
+// test: streams were judged with null, so a rule on it never fired).
+test('a streamed answer cut off at its token bound has finish_reason "length"', async () => {
   const rid = newRid('finish-length-chat-stream');
   for await (const c of await clientOf(gw, rid).client.chat.completions.create({ model: 'node-x', stream: true,
     messages: [{ role: 'user', content: 'node: [length] say cut sh' }] })) void c;
@@ -856,11 +854,9 @@ test('embeddings: a string and a list through the mock', async () => {
   await assertAudit(gw, list, { status: 200, outcome: 'allowed', surface: 'embeddings' });
 });
 
-// BUG (gateway/internal/mock.cc): the mock ignores `encoding_format`. The
-// official SDK asks for "base64" unless told otherwise and decodes what
-// comes back as base64; the mock sends float lists, so the SDK decodes 8
-// floats as 2 garbage numbers. Skipped until the mock answers base64.
-test.skip('embeddings: the mock answers the SDK\'s default (base64) request (mock bug: encoding_format ignored)', async () => {
+// The official SDK asks for "base64" unless told otherwise and decodes what
+// comes back as base64 (found by this test: the mock sent float lists).
+test('embeddings: the mock answers the SDK\'s default (base64) request', async () => {
   const rid = newRid('emb-mock-base64');
   const r = await clientOf(gw, rid).client.embeddings.create({ model: 'mock-embed', input: 'hello' });
   assert.equal(r.data[0].embedding.length, 8);
@@ -1180,11 +1176,9 @@ test('an unknown route is a 404 naming the path, not audited; a wrong method is 
   }
 });
 
-// BUG (gateway/internal/session.cc): a 405 on a model surface is audited,
-// but its request event has no `surface` (the pipeline's Admit sets it, and
-// a 405 never reaches it), although docs/gateway.md says every audited
-// request to a model surface names it.
-test.skip('a 405 on a model surface is audited with its surface (session bug: no `surface` on the 405 record)', async () => {
+// A 405 on a model surface is audited with its surface (found by this
+// test: the record had none, since a 405 never reaches the pipeline).
+test('a 405 on a model surface is audited with its surface', async () => {
   const id = newRid('route-405-surface');
   const res = await fetch(`${gw.base}/v1/responses`, { headers: { 'x-request-id': id } });
   assert.equal(res.status, 405);

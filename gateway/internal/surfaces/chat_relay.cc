@@ -50,6 +50,10 @@ class ChatRelay : public SurfaceRelay {
                   "the upstream sent a stream event that cannot be judged: " + shape);
     }
     if (chunk.contains("usage") && chunk["usage"].is_object()) x_->usage = chunk["usage"];
+    // What a chunk the relay makes itself carries, as the upstream's do.
+    for (const char* field : {"id", "created", "model"}) {
+      if (chunk.contains(field)) last_[field] = chunk[field];
+    }
     return Chunk(std::move(chunk), ev.data, false, out);
   }
 
@@ -153,7 +157,8 @@ class ChatRelay : public SurfaceRelay {
     }
     if (!choice->contains("finish_reason") || (*choice)["finish_reason"].is_null()) return true;
     std::string rest;
-    if (!judge_->Finish(index, &rest)) return Stop(out);
+    const std::string reason = StringField(*choice, "finish_reason");
+    if (!judge_->Finish(index, &rest, reason)) return Stop(out);
     if (!rest.empty()) {
       Json& field = legacy_ ? (*choice)["text"] : (*choice)["delta"]["content"];
       field = field.is_string() ? field.get<std::string>() + rest : rest;
@@ -202,6 +207,7 @@ class ChatRelay : public SurfaceRelay {
       Json c = {{"object", legacy_ ? "text_completion" : "chat.completion.chunk"},
                 {"model", x_->model},
                 {"choices", Json::array({std::move(choice)})}};
+      c.update(last_);
       *out += "data: " + Dump(c) + "\n\n";
     }
     if (!JudgeTools()) return Stop(out);
@@ -228,6 +234,7 @@ class ChatRelay : public SurfaceRelay {
   bool translate_;
   std::map<int, std::map<int, Call>> tools_;
   std::string held_;  // frames held until their tool calls are judged
+  Json last_ = Json::object();  // the upstream chunks' id, created and model
   bool saw_done_ = false;
 };
 

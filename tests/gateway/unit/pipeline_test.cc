@@ -1323,19 +1323,14 @@ TEST_F(PipelineTest, DefectCostsOnlyThisRequest) {
   EXPECT_EQ(next.status(), 200);
 }
 
-// ------------------------------------------------------------ known bugs
+// ------------------------------------------- found by these tests, fixed
 
-// BUG (gateway/internal/pipeline.cc, Flow::Relay): once the stream reached
-// its terminal event ([DONE], response.completed), a transport failure on
-// the rest of the upstream body (the chunked terminator never comes: a
-// reset, the total timeout) still calls relay->UpstreamFailed: an error
-// frame goes out after the terminal event, and the audit records
-// outcome "error" for an answer the client received whole. Responses
-// clients raise on that `event: error` (openai-node's Stream throws an
-// APIError for it) after they already had response.completed. Relay does
-// not check relay->finished() before treating !more as the end; Drain's
-// guard shows the intent (a finished stream only reads the terminator).
-TEST_F(PipelineTest, DISABLED_TransportFailureAfterTheTerminalEventIsNoError) {
+// Once the stream reached its terminal event ([DONE], response.completed),
+// a transport failure on the rest of the upstream body (the chunked
+// terminator never comes) is no error: the client had its whole answer
+// (found by this test; fixed in Flow::Relay, which now stops at the
+// terminal event).
+TEST_F(PipelineTest, TransportFailureAfterTheTerminalEventIsNoError) {
   Json chat = ChatRequest("hello");
   chat["stream"] = true;
   Script s = StreamAnswer(ChatStream({"all ", "good"}), 1);
@@ -1362,14 +1357,9 @@ TEST_F(PipelineTest, DISABLED_TransportFailureAfterTheTerminalEventIsNoError) {
   EXPECT_EQ(r.x.outcome, "allowed");
 }
 
-// BUG (gateway/internal/surfaces/chat_relay.cc, ChatRelay::FinishAll): when
-// an upstream ends a choice with [DONE] and no finish_reason chunk, the
-// text the evaluator still held goes out in a chunk the relay makes itself,
-// with no `id` and no `created` (and `model` from the request, not the
-// upstream): every other chunk of the stream has the upstream's. The API's
-// chunk schema requires all three; clients that group chunks by id see a
-// second completion.
-TEST_F(PipelineTest, DISABLED_ChatStreamRestChunkCarriesTheStreamsId) {
+// The chunk that carries text released at the end has the stream's id,
+// created and model, as every upstream chunk does.
+TEST_F(PipelineTest, ChatStreamRestChunkCarriesTheStreamsId) {
   Json request = ChatRequest("contact?");
   request["model"] = "gpt-alias";  // the upstream answers as gpt-test
   request["stream"] = true;
