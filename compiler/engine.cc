@@ -231,6 +231,7 @@ struct PolicyEngine::Impl {
   std::vector<StreamRedaction> stream_redactions;
   bool hold_all = false;
   std::vector<const internal::RegexNode*> hold_trees;  // every output pattern
+  std::vector<std::unique_ptr<internal::RegexNode>> literal_trees;  // `contains` phrases held
   const PatternSet* hold_set = nullptr;
 
   // The stage's input. With `borrow` (the caller keeps `request` and `ctx`
@@ -421,6 +422,15 @@ std::shared_ptr<const PolicyEngine> PolicyEngine::Load(const std::vector<std::st
       for (const internal::RegexNode* t : it->second) {
         if (seen_trees.insert(t).second) im.hold_trees.push_back(t);
       }
+    }
+    // `contains "phrase"` compares a plain string, not a pattern; the stream
+    // must still hold back a partial phrase, or a block on it would come
+    // after its first bytes went out. The literal joins the hold set.
+    if (e.kind == internal::ExprKind::kMatch && e.text == "contains" && e.children.size() == 2 &&
+        e.children[1] != nullptr && e.children[1]->kind == internal::ExprKind::kString &&
+        !e.children[1]->text.empty() && !res.pattern_trees.count(e.children[1].get())) {
+      im.literal_trees.push_back(internal::LiteralRegex(e.children[1]->text, false));
+      im.hold_trees.push_back(im.literal_trees.back().get());
     }
     for (const internal::ExprPtr& c : e.children) {
       if (c != nullptr) collect(*c);

@@ -365,5 +365,30 @@ TEST(EngineTest, CountingBlockFiresMidStreamAtEverySplit) {
   EXPECT_EQ(run.released.find("tail"), std::string::npos);
 }
 
+// A block on `contains "phrase"` (a plain string, not a pattern) holds a
+// partial phrase back like a pattern does: at every split, and byte by byte,
+// no byte of the phrase is released before the block.
+TEST(EngineTest, ContainsPhraseBlockReleasesNoByteOfThePhrase) {
+  auto engine = LoadText(R"(
+policy "no-bluebird" {
+  on output
+  when output.text contains "operation bluebird"
+  then block "names a confidential operation" code "output_blocked"
+}
+)");
+  ASSERT_NE(engine, nullptr);
+  const std::string text = "we are on operation bluebird now";
+  std::vector<std::vector<std::string_view>> splits;
+  for (std::size_t cut = 0; cut <= text.size(); ++cut) splits.push_back(SplitAt(text, {cut}));
+  std::vector<std::string_view> bytes;
+  for (std::size_t i = 0; i < text.size(); ++i) bytes.push_back(std::string_view(text).substr(i, 1));
+  splits.push_back(bytes);
+  for (const auto& chunks : splits) {
+    StreamRun run = Stream(*engine, chunks);
+    ASSERT_TRUE(run.blocked);
+    EXPECT_EQ(run.released.find("op"), std::string::npos) << run.released;
+  }
+}
+
 }  // namespace
 }  // namespace kt
