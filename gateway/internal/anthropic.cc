@@ -1266,20 +1266,13 @@ void ChatToMessagesStream::AppendText(const std::string& text, std::vector<SseEv
 
 void ChatToMessagesStream::ApplyCallDelta(const Json& entry, int64_t position,
                                           std::vector<SseEvent>* out) {
-  if (!entry.is_object()) return;
-  // Servers that omit `index` send each call whole, in order.
-  int64_t index = position;
-  if (const Json* i = FieldOf(entry, "index")) {
-    if (!i->is_number_integer()) return;
-    index = i->get<int64_t>();
-  }
+  ToolCallDelta d;
+  if (!ReadToolCallDelta(entry, position, &d)) return;
+  const int64_t index = d.index;
   Call& call = calls_[index];
-  if (call.id.empty()) call.id = StringField(entry, "id");
-  std::string arguments;
-  if (const Json* fn = FieldOf(entry, "function")) {
-    if (call.name.empty()) call.name = StringField(*fn, "name");
-    arguments = StringField(*fn, "arguments");
-  }
+  if (call.id.empty()) call.id = d.id;
+  if (call.name.empty()) call.name = d.name;
+  const std::string& arguments = d.arguments;
   // tool_use's start carries the name: until it is known, arguments wait.
   if (call.block < 0) {
     call.pending += arguments;

@@ -655,20 +655,13 @@ void ChatToResponsesStream::AppendText(const std::string& kind, const std::strin
 
 void ChatToResponsesStream::ApplyCallDelta(const Json& entry, int64_t position,
                                            std::vector<SseEvent>* out) {
-  if (!entry.is_object()) return;
-  // Servers that omit `index` send each call whole, in order.
-  int64_t index = position;
-  if (const Json* i = FieldOf(entry, "index")) {
-    if (!i->is_number_integer()) return;
-    index = i->get<int64_t>();
-  }
+  ToolCallDelta d;
+  if (!ReadToolCallDelta(entry, position, &d)) return;
+  const int64_t index = d.index;
   Call& call = calls_[index];
-  if (call.call_id.empty()) call.call_id = StringField(entry, "id");
-  std::string arguments;
-  if (const Json* fn = FieldOf(entry, "function")) {
-    if (call.name.empty()) call.name = StringField(*fn, "name");
-    arguments = StringField(*fn, "arguments");
-  }
+  if (call.call_id.empty()) call.call_id = d.id;
+  if (call.name.empty()) call.name = d.name;
+  const std::string& arguments = d.arguments;
   if (call.output_index < 0) {
     call.pending += arguments;
     if (!call.name.empty()) OpenCall(index, out);

@@ -245,4 +245,19 @@ std::string StringField(const nlohmann::json& object, std::string_view key) {
   return v != nullptr && v->is_string() ? v->get<std::string>() : "";
 }
 
+bool ReadToolCallDelta(const nlohmann::json& entry, int64_t position, ToolCallDelta* out) {
+  if (!entry.is_object()) return false;
+  out->index = position;
+  if (const nlohmann::json* i = FieldOf(entry, "index")) {
+    if (!i->is_number_integer()) return false;
+    out->index = i->get<int64_t>();
+  }
+  out->id = StringField(entry, "id");
+  if (const nlohmann::json* fn = FieldOf(entry, "function")) {
+    out->name = StringField(*fn, "name");
+    out->arguments = StringField(*fn, "arguments");
+  }
+  return true;
+}
+
 }  // namespace kt::gateway

@@ -56,6 +56,18 @@ bool ParseJsonStrict(std::string_view text, nlohmann::json* out, std::string* er
 const nlohmann::json* FieldOf(const nlohmann::json& object, std::string_view key);
 std::string StringField(const nlohmann::json& object, std::string_view key);
 
+// One entry of a chat stream's `delta.tool_calls`, read whatever its shape:
+// the call's index (its position when the server omits it, as servers that
+// send each call whole do), and the id, name and arguments it carries. False
+// when the entry is not an object or its index is not an integer.
+struct ToolCallDelta {
+  int64_t index = 0;
+  std::string id;
+  std::string name;
+  std::string arguments;
+};
+bool ReadToolCallDelta(const nlohmann::json& entry, int64_t position, ToolCallDelta* out);
+
 // The bearer token of an Authorization header value ("" when there is none).
 std::string BearerToken(std::string_view authorization);
 
