@@ -44,6 +44,22 @@ bool IsTokenList(const Json& v) {
 
 }  // namespace
 
+std::string ReadModelAndStream(const Json& body, SurfaceRequest* out) {
+  if (!body.is_object()) return "the request body must be a JSON object";
+  const Json* model = FieldOf(body, "model");
+  if (model == nullptr || !model->is_string() || model->get_ref<const std::string&>().empty()) {
+    return "`model` must be a non-empty string";
+  }
+  const Json* stream = FieldOf(body, "stream");
+  if (stream != nullptr && !stream->is_boolean() && !stream->is_null()) {
+    return "`stream` must be a boolean";
+  }
+  out->model = model->get<std::string>();
+  out->stream = stream != nullptr && stream->is_boolean() && stream->get<bool>();
+  out->canonical = {{"model", out->model}, {"messages", Json::array()}, {"stream", out->stream}};
+  return "";
+}
+
 std::string ReadTexts(const Json& value, const std::string& field, SurfaceRequest* r,
                       Exchange* x) {
   if (value.is_string()) {

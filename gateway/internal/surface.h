@@ -113,6 +113,10 @@ const Surface& CountTokensSurface();
 // Appends a canonical user (or other role) message with string content and
 // its one slot.
 void AddMessage(SurfaceRequest* r, std::string role, const Json& text, std::string slot);
+// The head every generating surface shares: the body is an object, `model`
+// a non-empty string, `stream` a boolean (or absent); sets model, stream and
+// a canonical request of them with no messages yet. "" or why not.
+std::string ReadModelAndStream(const Json& body, SurfaceRequest* out);
 // Reads `field` of embeddings and legacy completions: a string, a list of
 // strings, token ids or a list of token-id lists. Each string is a user
 // message (slot `/field` or `/field/i`); token ids reach no stage and are

@@ -16,18 +16,7 @@ class Completions : public Surface {
   std::string_view upstream_path() const override { return "/completions"; }
 
   std::string Read(const Json& body, SurfaceRequest* out, Exchange* x) const override {
-    if (!body.is_object()) return "the request body must be a JSON object";
-    const Json* model = FieldOf(body, "model");
-    if (model == nullptr || !model->is_string() || model->get_ref<const std::string&>().empty()) {
-      return "`model` must be a non-empty string";
-    }
-    const Json* stream = FieldOf(body, "stream");
-    if (stream != nullptr && !stream->is_boolean() && !stream->is_null()) {
-      return "`stream` must be a boolean";
-    }
-    out->model = model->get<std::string>();
-    out->stream = stream != nullptr && stream->is_boolean() && stream->get<bool>();
-    out->canonical = {{"model", out->model}, {"messages", Json::array()}, {"stream", out->stream}};
+    if (std::string e = ReadModelAndStream(body, out); !e.empty()) return e;
     for (const char* field : {"user", "metadata", "max_tokens", "temperature"}) {
       if (body.contains(field)) out->canonical[field] = body[field];
     }

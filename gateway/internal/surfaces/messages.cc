@@ -154,18 +154,7 @@ Json ChatTools(const Json& tools) {
 }
 
 std::string ReadRequest(const Json& body, SurfaceRequest* out, Exchange* x) {
-  if (!body.is_object()) return "the request body must be a JSON object";
-  const Json* model = FieldOf(body, "model");
-  if (model == nullptr || !model->is_string() || model->get_ref<const std::string&>().empty()) {
-    return "`model` must be a non-empty string";
-  }
-  const Json* stream = FieldOf(body, "stream");
-  if (stream != nullptr && !stream->is_boolean() && !stream->is_null()) {
-    return "`stream` must be a boolean";
-  }
-  out->model = model->get<std::string>();
-  out->stream = stream != nullptr && stream->is_boolean() && stream->get<bool>();
-  out->canonical = {{"model", out->model}, {"messages", Json::array()}, {"stream", out->stream}};
+  if (std::string e = ReadModelAndStream(body, out); !e.empty()) return e;
   const Json* tools = FieldOf(body, "tools");
   if (tools != nullptr && tools->is_array()) out->canonical["tools"] = ChatTools(*tools);
   if (const Json* system = FieldOf(body, "system"); system != nullptr && !system->is_null()) {

@@ -160,20 +160,9 @@ Json ChatTools(const Json& tools) {
 }
 
 std::string ReadHead(const Json& body, SurfaceRequest* out) {
-  if (!body.is_object()) return "the request body must be a JSON object";
-  const Json* model = FieldOf(body, "model");
-  if (model == nullptr || !model->is_string() || model->get_ref<const std::string&>().empty()) {
-    return "`model` must be a non-empty string";
-  }
-  const Json* stream = FieldOf(body, "stream");
-  if (stream != nullptr && !stream->is_boolean() && !stream->is_null()) {
-    return "`stream` must be a boolean";
-  }
+  if (std::string e = ReadModelAndStream(body, out); !e.empty()) return e;
   const Json* tools = FieldOf(body, "tools");
   if (tools != nullptr && !tools->is_array() && !tools->is_null()) return "`tools` must be a list";
-  out->model = model->get<std::string>();
-  out->stream = stream != nullptr && stream->is_boolean() && stream->get<bool>();
-  out->canonical = {{"model", out->model}, {"messages", Json::array()}, {"stream", out->stream}};
   if (tools != nullptr && tools->is_array()) out->canonical["tools"] = ChatTools(*tools);
   for (const char* field : {"user", "metadata"}) {
     if (body.contains(field)) out->canonical[field] = body[field];
