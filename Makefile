@@ -18,7 +18,7 @@ ASAN_DIR ?= build-asan
 FUZZ_DIR ?= build-fuzz
 FUZZ_SECONDS ?= 60
 
-.PHONY: deps configure build run test test-asan fuzz lint fmt-check clean
+.PHONY: deps configure build run test test-asan fuzz lint fmt-check clean deb
 
 deps:
 	@./scripts/install-deps
@@ -36,6 +36,11 @@ run: build
 
 test: build
 	@cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS)
+
+# The Debian package: build, then cpack in the build dir, which writes
+# $(BUILD_DIR)/kt_<version>_amd64.deb (scripts/package/, docs/operations.md).
+deb: build
+	@cd $(BUILD_DIR) && cpack --config CPackConfig.cmake
 
 # Every test again, built with -fsanitize=address,undefined: a memory error
 # or undefined behaviour anywhere fails the test that reached it.
