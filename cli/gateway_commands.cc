@@ -38,6 +38,24 @@ void AddGatewayCommands(CLI::App* app, CommonOptions* common, int* exit_code) {
                   "when a policy cannot be evaluated: block (fail closed) or allow")
       ->check(CLI::IsMember({"block", "allow"}))
       ->capture_default_str();
+  run->add_option("--limits-backend", options->limits_backend,
+                  "where limits and budgets count: memory, or redis://[:password@]host:port/db "
+                  "(rediss:// for TLS) shared by every replica")
+      ->capture_default_str();
+  run->add_option("--limits-fail-mode", options->limits_fail_mode,
+                  "when Redis does not answer: closed (503), open (admit uncounted) or local "
+                  "(this replica's counters, budgets divided by --limits-replicas)")
+      ->check(CLI::IsMember({"closed", "open", "local"}))
+      ->capture_default_str();
+  run->add_option("--limits-replicas", options->limits_replicas,
+                  "replicas sharing the budgets (local fail mode: each counts 1/N)")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  run->add_option("--limits-timeout-ms", options->limits_timeout_ms,
+                  "one Redis round trip, at most")
+      ->capture_default_str();
+  run->add_option("--limits-namespace", options->limits_namespace, "the Redis key prefix")
+      ->capture_default_str();
   run->add_option("--max-concurrency", options->max_concurrency,
                   "requests in flight before 503 overloaded")
       ->capture_default_str();

@@ -296,13 +296,31 @@ struct ProviderConfig {
 };
 
 // A `limit` declaration: at most `requests` requests (and/or `tokens`
-// tokens) per `window_s` seconds, per key.
+// tokens) per `window_s` seconds, per key, in a sliding window. Or a
+// `budget`: at most `usd` of spend (and/or `tokens`) per calendar `period`
+// (UTC), reserved before the call and settled from its usage.
 struct LimitConfig {
   std::string name;
   int64_t requests = 0;  // 0: no request budget
   int64_t tokens = 0;    // 0: no token budget
-  double window_s = 0;
+  double window_s = 0;   // a limit's window; a budget's period, nominally (a month: 31 days)
   bool keyed = false;    // false: one global budget
+  bool budget = false;
+  std::string period;          // budget: minute, hour, day, week or month
+  double usd = 0;              // budget: the spend allowed per period (0: none)
+  int64_t reserve_output = 0;  // budget: output tokens assumed when a request names none
+};
+
+// Model globs (`gpt-4o*`, `claude-?-*`), as providers' `models` and prices
+// name them: `*` any run of characters, `?` one.
+bool GlobMatch(std::string_view glob, std::string_view text);
+
+// A `price` declaration: USD per token, for a model name or glob.
+struct PriceConfig {
+  std::string model;
+  double input = 0;
+  double output = 0;
+  double cached_input = -1;  // < 0: cached input tokens cost as input
 };
 
 // A limit that applies to one request, and the key it counts under.
@@ -354,6 +372,10 @@ class PolicyEngine {
   bool LimitsFor(const nlohmann::json& request, const EvalContext& ctx, std::vector<LimitKey>* out,
                  std::string* error) const;
   const std::vector<LimitConfig>& limits() const;
+  // The price that applies to `model`: an exact name first, else the glob
+  // with the longest text. Null when none does.
+  const PriceConfig* PriceFor(std::string_view model) const;
+  const std::vector<PriceConfig>& prices() const;
 
   const std::vector<ProviderConfig>& providers() const;
   std::size_t policy_count() const;

@@ -199,6 +199,71 @@ Decision ErrorDecision(const std::string& stage, const std::string& why) {
 
 }  // namespace
 
+bool GlobMatch(std::string_view glob, std::string_view text) {
+  // Iterative matcher with one backtrack point: linear for one `*`, and
+  // O(glob × text) at worst, on names a few dozen bytes long.
+  std::size_t g = 0, t = 0, star = std::string_view::npos, mark = 0;
+  while (t < text.size()) {
+    if (g < glob.size() && (glob[g] == '?' || glob[g] == text[t])) {
+      ++g;
+      ++t;
+    } else if (g < glob.size() && glob[g] == '*') {
+      star = g++;
+      mark = t;
+    } else if (star != std::string_view::npos) {
+      g = star + 1;
+      t = ++mark;
+    } else {
+      return false;
+    }
+  }
+  while (g < glob.size() && glob[g] == '*') ++g;
+  return g == glob.size();
+}
+
+namespace {
+
+double PeriodSeconds(const std::string& u) {
+  return u == "second" ? 1
+         : u == "minute" ? 60
+         : u == "hour"   ? 3600
+         : u == "day"    ? 86400
+         : u == "week"   ? 7 * 86400
+                         : 31 * 86400;
+}
+
+LimitConfig LimitConfigOf(const internal::LimitDecl& decl) {
+  LimitConfig l;
+  l.name = decl.name.value;
+  l.budget = decl.budget;
+  for (const internal::LimitClause& c : decl.clauses) {
+    using K = internal::LimitClauseKind;
+    if (c.kind == K::kKey) l.keyed = true;
+    if (c.kind == K::kRequests) l.requests = c.amount;
+    if (c.kind == K::kTokens) l.tokens = c.amount;
+    if (c.kind == K::kAmount && c.word.text == "usd") l.usd = c.value;
+    if (c.kind == K::kAmount && c.word.text == "reserve") l.reserve_output = c.amount;
+    if (!c.unit.text.empty()) {
+      l.period = c.unit.text;
+      l.window_s = PeriodSeconds(c.unit.text);
+    }
+  }
+  return l;
+}
+
+PriceConfig PriceConfigOf(const internal::PriceDecl& decl) {
+  PriceConfig p;
+  p.model = decl.name.value;
+  for (const internal::PriceClause& c : decl.clauses) {
+    if (c.word.text == "input") p.input = c.usd_per_token;
+    if (c.word.text == "output") p.output = c.usd_per_token;
+    if (c.word.text == "cached_input") p.cached_input = c.usd_per_token;
+  }
+  return p;
+}
+
+}  // namespace
+
 struct PolicyEngine::Impl {
   Options options;
   internal::CheckedSet set;
@@ -209,6 +274,7 @@ struct PolicyEngine::Impl {
   std::vector<ProviderConfig> providers;
   std::vector<LimitConfig> limits;
   std::vector<const internal::LimitDecl*> limit_decls;  // parallel to limits
+  std::vector<PriceConfig> prices;
   std::string version;
   std::size_t policy_count = 0;
   std::set<std::string> stages;
@@ -366,22 +432,13 @@ std::shared_ptr<const PolicyEngine> PolicyEngine::Load(const std::vector<std::st
 
   std::map<std::string, std::string> output_class;
   for (const PolicySummary& p : im.set.checked.policies) output_class[p.name] = p.output_class;
+  for (const auto& [name, decl] : im.set.checked.prices) im.prices.push_back(PriceConfigOf(*decl));
   for (const auto& m : im.set.program->modules) {
     if (m->ast == nullptr) continue;
     for (const internal::Decl& d : m->ast->decls) {
       if (d.kind == internal::DeclKind::kPolicy) ++im.policy_count;
       if (d.kind == internal::DeclKind::kLimit) {
-        LimitConfig l;
-        l.name = d.limit->name.value;
-        for (const internal::LimitClause& c : d.limit->clauses) {
-          if (c.kind == internal::LimitClauseKind::kKey) l.keyed = true;
-          if (c.kind == internal::LimitClauseKind::kRequests ||
-              c.kind == internal::LimitClauseKind::kTokens) {
-            (c.kind == internal::LimitClauseKind::kRequests ? l.requests : l.tokens) = c.amount;
-            const std::string& u = c.unit.text;
-            l.window_s = u == "second" ? 1 : u == "minute" ? 60 : u == "hour" ? 3600 : 86400;
-          }
-        }
+        LimitConfig l = LimitConfigOf(*d.limit);
         im.limits.push_back(std::move(l));
         im.limit_decls.push_back(d.limit.get());
         continue;
@@ -653,6 +710,18 @@ bool PolicyEngine::LimitsFor(const Json& request, const EvalContext& ctx,
 }
 
 const std::vector<LimitConfig>& PolicyEngine::limits() const { return impl_->limits; }
+const std::vector<PriceConfig>& PolicyEngine::prices() const { return impl_->prices; }
+
+const PriceConfig* PolicyEngine::PriceFor(std::string_view model) const {
+  const PriceConfig* best = nullptr;
+  for (const PriceConfig& p : impl_->prices) {
+    if (p.model == model) return &p;
+    if (GlobMatch(p.model, model) && (best == nullptr || p.model.size() > best->model.size())) {
+      best = &p;
+    }
+  }
+  return best;
+}
 const std::vector<ProviderConfig>& PolicyEngine::providers() const { return impl_->providers; }
 const PolicyEngine::ProgramInfo& PolicyEngine::program_info() const { return impl_->info; }
 std::size_t PolicyEngine::policy_count() const { return impl_->policy_count; }

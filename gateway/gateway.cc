@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "compiler/compiler.h"
+#include "gateway/internal/redis_limits.h"
 #include "gateway/internal/admin.h"
 #include "gateway/internal/router.h"
 #include "gateway/internal/session.h"
@@ -75,7 +76,7 @@ class Runner {
   int Start() {
     g_.started_us = NowMicros();
     std::string error;
-    state_ = LoadState(options_, nullptr, &error);
+    state_ = LoadState(options_, &error);
     if (state_ == nullptr) {
       std::cerr << error << "kt gateway: the policy set has errors; not starting\n";
       return 2;
@@ -90,6 +91,10 @@ class Runner {
       return 2;
     }
     for (int i = 1; i < threads_; ++i) AddThread();
+    if (!OpenLimits(&error)) {
+      std::cerr << "kt gateway: " << error << "\n";
+      return 2;
+    }
     return Listen();
   }
 
@@ -118,6 +123,34 @@ class Runner {
                    : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
     if (g_.ios.empty()) AddThread();
     return g_.io();
+  }
+
+  // The shared limits backend, once every io thread exists: one Redis
+  // client per thread.
+  bool OpenLimits(std::string* error) {
+    if (options_.limits_backend == "memory") return true;
+    RedisLimitsOptions r;
+    if (!ParseRedisUrl(options_.limits_backend, &r.url, error)) {
+      *error = "--limits-backend: " + *error;
+      return false;
+    }
+    const std::string& m = options_.limits_fail_mode;
+    if (m != "closed" && m != "open" && m != "local") {
+      *error = "--limits-fail-mode must be closed, open or local";
+      return false;
+    }
+    r.client.timeout_ms = options_.limits_timeout_ms;
+    r.ns = options_.limits_namespace;
+    std::vector<asio::io_context*> ios;
+    for (auto& io : g_.ios) ios.push_back(io.get());
+    LimitsFailMode mode = m == "closed" ? LimitsFailMode::kClosed
+                          : m == "open" ? LimitsFailMode::kOpen
+                                        : LimitsFailMode::kLocal;
+    g_.limit_store = NewGuardedStore(NewRedisStore(ios, r), mode,
+                                     std::max(1, options_.limits_replicas), &g_.limit_guard);
+    std::cerr << "kt gateway: limits in " << RedactedUrl(r.url) << " (fail mode " << m << ")"
+              << std::endl;
+    return true;
   }
 
   void AddThread() {

@@ -40,6 +40,13 @@ struct Options {
   // translated to chat completions.
   std::vector<std::string> upstream_apis;
   bool fail_open = false;      // --fail-mode allow: an evaluation error lets traffic through
+  // Where limits and budgets count: "memory" (this process), or a
+  // redis:// / rediss:// URL shared by every replica.
+  std::string limits_backend = "memory";
+  std::string limits_fail_mode = "closed";  // closed | open | local, when Redis fails
+  int limits_replicas = 1;                  // local mode: each replica's share is 1/N
+  double limits_timeout_ms = 50;            // one Redis round trip
+  std::string limits_namespace = "kt";      // the Redis key prefix
   int max_concurrency = 1024;  // requests in flight; beyond it, 503
   int threads = 0;             // 0: one per core
   std::string audit_log = "kt-audit.jsonl";  // "-": stdout

@@ -21,6 +21,7 @@ decl
   | letDecl
   | policyDecl
   | limitDecl
+  | priceDecl
   | testDecl
   | providerDecl
   ;
@@ -62,8 +63,10 @@ redactItem
   : expr WITH STRING
   ;
 
+// `limit` counts requests and tokens in sliding windows; `budget` counts
+// spend (and tokens) per calendar period, reserved before the call.
 limitDecl
-  : LIMIT STRING '{' limitClause* '}'
+  : (LIMIT | BUDGET) STRING '{' limitClause* '}'
   ;
 
 limitClause
@@ -71,6 +74,17 @@ limitClause
   | REQUESTS INT PER IDENT                     # requestsClause
   | TOKENS INT PER IDENT                       # tokensClause
   | WHEN expr                                  # limitWhenClause
+  // `usd 200 per month`, `reserve 4096`: the word is checked by the checker.
+  | IDENT (INT | FLOAT) (PER IDENT)?           # amountClause
+  ;
+
+// Model prices for budgets: `price "gpt-4o*" { input 2.50/1M  output 10.00/1M }`.
+priceDecl
+  : PRICE STRING '{' priceClause* '}'
+  ;
+
+priceClause
+  : IDENT RATE
   ;
 
 testDecl
@@ -139,7 +153,7 @@ primary
 fieldName
   : IDENT | IMPORT | AS | PATTERN | LET | POLICY | ON | MODE | WHEN | THEN
   | BLOCK | FLAG | REDACT | WITH | CODE | LIMIT | KEY | REQUESTS | TOKENS
-  | PER | TEST | EXPECT | ALLOW | PROVIDER | NOT | IN | AND | OR | ANY | ALL
+  | PER | BUDGET | PRICE | TEST | EXPECT | ALLOW | PROVIDER | NOT | IN | AND | OR | ANY | ALL
   | MATCHES | FULLMATCHES | CONTAINS | STARTSWITH | ENDSWITH | KW_TRUE | KW_FALSE
   | KW_NULL
   ;
@@ -165,6 +179,8 @@ KEY: 'key';
 REQUESTS: 'requests';
 TOKENS: 'tokens';
 PER: 'per';
+BUDGET: 'budget';
+PRICE: 'price';
 TEST: 'test';
 EXPECT: 'expect';
 ALLOW: 'allow';
@@ -188,6 +204,9 @@ KW_NULL: 'null';
 LINE_COMMENT: '//' ~[\r\n]* -> channel(HIDDEN);
 BLOCK_COMMENT: '/*' .*? '*/' -> channel(HIDDEN);
 
+// A price per a number of tokens: `2.50/1M`, `0.30/1K`, `5/1000`. No `/`
+// operator exists, so this never shadows an expression.
+RATE: [0-9]+ ('.' [0-9]+)? '/' [0-9]+ [KM]?;
 DURATION: [0-9]+ ('ms' | 's' | 'm' | 'h');
 FLOAT: [0-9]+ '.' [0-9]+;
 INT: [0-9]+;

@@ -132,7 +132,10 @@ struct PolicyDecl {
   std::vector<PolicyClause> clauses;
 };
 
-enum class LimitClauseKind { kKey, kRequests, kTokens, kWhen };
+// kAmount is a clause named by a word the checker validates: `usd 200 per
+// month` (a budget's spend) or `reserve 4096` (output tokens assumed when a
+// request names no maximum).
+enum class LimitClauseKind { kKey, kRequests, kTokens, kWhen, kAmount };
 
 struct LimitClause {
   LimitClauseKind kind;
@@ -140,15 +143,37 @@ struct LimitClause {
   ExprPtr expr;  // kKey, kWhen
   int64_t amount = 0;
   Span amount_span;
-  Name unit;
+  Name unit;         // empty for `reserve N`
+  Name word;         // kAmount: `usd`, `reserve`
+  double value = 0;  // kAmount: the number as written (integer or decimal)
+  bool integral = true;
 };
 
 struct LimitDecl {
+  bool budget = false;  // `budget "…"` rather than `limit "…"`
   Span span;
   StringLit name;
   Span open_span;
   Span close_span;
   std::vector<LimitClause> clauses;
+};
+
+// One rate of a `price` declaration: `input 2.50/1M` is 2.5e-6 USD a token.
+struct PriceClause {
+  Span span;
+  Name word;  // input, output, cached_input
+  std::string rate_text;
+  Span rate_span;
+  double usd_per_token = 0;
+  bool valid = true;  // false: the rate's digits did not parse (reported)
+};
+
+struct PriceDecl {
+  Span span;
+  StringLit name;  // a model name or glob
+  Span open_span;
+  Span close_span;
+  std::vector<PriceClause> clauses;
 };
 
 enum class ExpectKind { kAllow, kBlock, kRedact, kFlag, kValue };
@@ -187,7 +212,7 @@ struct ProviderDecl {
   std::vector<ProviderField> fields;
 };
 
-enum class DeclKind { kImport, kPattern, kLet, kPolicy, kLimit, kTest, kProvider };
+enum class DeclKind { kImport, kPattern, kLet, kPolicy, kLimit, kPrice, kTest, kProvider };
 
 struct Decl {
   DeclKind kind;
@@ -197,6 +222,7 @@ struct Decl {
   std::unique_ptr<LetDecl> let;
   std::unique_ptr<PolicyDecl> policy;
   std::unique_ptr<LimitDecl> limit;
+  std::unique_ptr<PriceDecl> price;
   std::unique_ptr<TestDecl> test;
   std::unique_ptr<ProviderDecl> provider;
 };

@@ -9,6 +9,7 @@
 #include "compiler/internal/checker.h"
 
 #include <algorithm>
+#include <filesystem>
 #include <functional>
 
 #include "compiler/internal/automata.h"
@@ -85,6 +86,13 @@ class Checker {
   const Type* DeclType(Module* m, const Decl* d);
   void CheckPolicy(Module* m, const PolicyDecl& p);
   void CheckLimit(Module* m, const LimitDecl& l);
+  void CheckLimitExpr(Module* m, const LimitClause& c);
+  void CheckCountClause(Module* m, const LimitDecl& l, const LimitClause& c);
+  void CheckWindowUnit(Module* m, const LimitDecl& l, const Name& unit);
+  void CheckAmountClause(Module* m, const LimitDecl& l, const LimitClause& c);
+  void CheckPrice(Module* m, const PriceDecl& p);
+  bool IsStdlibModule(const Module& m) const;
+  void CheckBudgetsPriced();
   void CheckTest(Module* m, const TestDecl& t);
   void CheckProvider(Module* m, const ProviderDecl& p);
   void CheckProviderApis(Module* m, const Expr& v);
@@ -164,6 +172,14 @@ class Checker {
   };
   std::map<std::string, PolicyRef> policies_;
   std::map<std::string, std::pair<Module*, Span>> limits_;
+  struct PriceRef {
+    Module* module;
+    Span span;
+    bool shipped;  // from the stdlib: a default that others override
+    const PriceDecl* decl;
+  };
+  std::map<std::string, PriceRef> prices_;
+  std::vector<std::pair<Module*, Span>> usd_budgets_;
   std::map<std::string, std::pair<Module*, Span>> providers_;
   struct PendingExpectation {
     Module* module;
@@ -259,6 +275,9 @@ void Checker::CheckModule(Module* m) {
         break;
       case DeclKind::kLimit:
         CheckLimit(m, *d.limit);
+        break;
+      case DeclKind::kPrice:
+        CheckPrice(m, *d.price);
         break;
       case DeclKind::kTest:
         CheckTest(m, *d.test);
@@ -396,58 +415,194 @@ void Checker::CheckPolicy(Module* m, const PolicyDecl& p) {
 }
 
 void Checker::CheckLimit(Module* m, const LimitDecl& l) {
+  const std::string what = std::string(l.budget ? "budget" : "limit") + " `" + l.name.value + "`";
+  // Limits and budgets share one namespace: audit records, 429s and
+  // `kt limits show` name a counter by it.
   auto [it, inserted] = limits_.emplace(l.name.value, std::make_pair(m, l.name.span));
   if (!inserted) {
-    Report(m, DiagId::kDuplicateName, l.name.span, "limit `" + l.name.value + "` is declared twice")
+    Report(m, DiagId::kDuplicateName, l.name.span, what + " is declared twice")
         .labels.push_back(Label{it->second.first->path, it->second.second, "first declared here"});
   }
-  std::map<LimitClauseKind, const LimitClause*> seen;
-  static const std::vector<std::string> kUnits = {"second", "minute", "hour", "day"};
+  std::map<std::string, const LimitClause*> seen;
   for (const LimitClause& c : l.clauses) {
-    auto [sit, fresh] = seen.emplace(c.kind, &c);
+    std::string clause_key = c.kind == LimitClauseKind::kAmount ? "amount:" + c.word.text
+                                                                 : std::to_string(int(c.kind));
+    auto [sit, fresh] = seen.emplace(clause_key, &c);
     if (!fresh) {
-      Report(m, DiagId::kDuplicateClause, c.span, "clause given twice in limit `" + l.name.value + "`")
+      Report(m, DiagId::kDuplicateClause, c.span, "clause given twice in " + what)
           .labels.push_back(Label{m->path, sit->second->span, "first given here"});
       continue;
     }
-    Env env;
-    env.stage = Stage::kInput;
-    env.context = Context::kLimit;
-    if (c.kind == LimitClauseKind::kKey) {
-      const Type* t = Check(m, *c.expr, &env);
-      if (!IsError(t) && t->kind != Kind::kString) {
-        Report(m, DiagId::kTypeMismatch, c.expr->span,
-               "limit key must be `string`, found `" + Types::Name(t) + "`",
-               t->kind == Kind::kOptional ? "give a default: `header(\"…\") ?? \"anonymous\"`"
-                                          : "");
-      }
-    } else if (c.kind == LimitClauseKind::kWhen) {
-      const Type* t = Check(m, *c.expr, &env);
-      if (!IsError(t) && t->kind != Kind::kBool) {
-        Report(m, DiagId::kTypeMismatch, c.expr->span,
-               "condition must be `bool`, found `" + Types::Name(t) + "`");
-      }
+    if (c.kind == LimitClauseKind::kKey || c.kind == LimitClauseKind::kWhen) {
+      CheckLimitExpr(m, c);
+    } else if (c.kind == LimitClauseKind::kAmount) {
+      CheckAmountClause(m, l, c);
     } else {
-      if (c.amount <= 0) {
-        Report(m, DiagId::kBadLimit, c.amount_span, "a limit must allow at least 1 per window");
-      }
-      std::string unit = c.unit.text;
-      if (std::find(kUnits.begin(), kUnits.end(), unit) == kUnits.end()) {
-        std::string help = SuggestName(unit, kUnits);
-        if (!unit.empty() && unit.back() == 's' &&
-            std::find(kUnits.begin(), kUnits.end(), unit.substr(0, unit.size() - 1)) !=
-                kUnits.end()) {
-          help = "write the unit in the singular: `per " + unit.substr(0, unit.size() - 1) + "`";
-        }
-        if (help.empty()) help = "windows are `second`, `minute`, `hour` and `day`";
-        Report(m, DiagId::kBadLimit, c.unit.span, "unknown time window `" + unit + "`", help);
-      }
+      CheckCountClause(m, l, c);
     }
   }
-  if (!seen.count(LimitClauseKind::kRequests) && !seen.count(LimitClauseKind::kTokens)) {
-    Report(m, DiagId::kMissingClause, l.name.span,
-           "limit `" + l.name.value + "` has neither `requests` nor `tokens`",
+  auto has = [&](const char* k) { return seen.count(k) > 0; };
+  const std::string requests = std::to_string(int(LimitClauseKind::kRequests));
+  const std::string tokens = std::to_string(int(LimitClauseKind::kTokens));
+  if (l.budget && !has("amount:usd") && !seen.count(tokens)) {
+    Report(m, DiagId::kMissingClause, l.name.span, what + " has neither `usd` nor `tokens`",
+           "add `usd 200 per month`");
+  } else if (!l.budget && !seen.count(requests) && !seen.count(tokens)) {
+    Report(m, DiagId::kMissingClause, l.name.span, what + " has neither `requests` nor `tokens`",
            "add `requests N per minute`");
+  }
+  if (l.budget && has("amount:usd")) usd_budgets_.emplace_back(m, l.name.span);
+  if (l.budget && has("amount:usd") && seen.count(tokens)) {
+    const LimitClause& usd = *seen["amount:usd"];
+    const LimitClause& tok = *seen[tokens];
+    if (!usd.unit.text.empty() && usd.unit.text != tok.unit.text) {
+      Report(m, DiagId::kBadLimit, tok.unit.span,
+             what + " counts `usd` per " + usd.unit.text + " but `tokens` per " + tok.unit.text,
+             "a budget has one period; declare a second budget for the other");
+    }
+  }
+}
+
+void Checker::CheckLimitExpr(Module* m, const LimitClause& c) {
+  Env env;
+  env.stage = Stage::kInput;
+  env.context = Context::kLimit;
+  const Type* t = Check(m, *c.expr, &env);
+  if (IsError(t)) return;
+  if (c.kind == LimitClauseKind::kKey && t->kind != Kind::kString) {
+    Report(m, DiagId::kTypeMismatch, c.expr->span,
+           "limit key must be `string`, found `" + Types::Name(t) + "`",
+           t->kind == Kind::kOptional ? "give a default: `header(\"…\") ?? \"anonymous\"`" : "");
+  } else if (c.kind == LimitClauseKind::kWhen && t->kind != Kind::kBool) {
+    Report(m, DiagId::kTypeMismatch, c.expr->span,
+           "condition must be `bool`, found `" + Types::Name(t) + "`");
+  }
+}
+
+// `requests N per UNIT` and `tokens N per UNIT`. A limit's window slides;
+// a budget's period is a calendar one (UTC), so it also takes week and month.
+void Checker::CheckCountClause(Module* m, const LimitDecl& l, const LimitClause& c) {
+  if (l.budget && c.kind == LimitClauseKind::kRequests) {
+    Report(m, DiagId::kBadLimit, c.span, "a budget counts spend and tokens, not requests",
+           "count requests with `limit \"" + l.name.value + "\" { requests … }`");
+    return;
+  }
+  if (c.amount <= 0) {
+    Report(m, DiagId::kBadLimit, c.amount_span, "a limit must allow at least 1 per window");
+  }
+  CheckWindowUnit(m, l, c.unit);
+}
+
+void Checker::CheckWindowUnit(Module* m, const LimitDecl& l, const Name& unit_name) {
+  static const std::vector<std::string> kWindows = {"second", "minute", "hour", "day"};
+  static const std::vector<std::string> kPeriods = {"minute", "hour", "day", "week", "month"};
+  const std::vector<std::string>& units = l.budget ? kPeriods : kWindows;
+  const std::string& unit = unit_name.text;
+  if (std::find(units.begin(), units.end(), unit) != units.end()) return;
+  std::string help = SuggestName(unit, units);
+  if (!unit.empty() && unit.back() == 's' &&
+      std::find(units.begin(), units.end(), unit.substr(0, unit.size() - 1)) != units.end()) {
+    help = "write the unit in the singular: `per " + unit.substr(0, unit.size() - 1) + "`";
+  }
+  if (help.empty() && !l.budget && (unit == "week" || unit == "month")) {
+    help = "a `limit` window slides and is at most a day; a `budget` counts per week or month";
+  }
+  if (help.empty()) {
+    help = l.budget ? "periods are `minute`, `hour`, `day`, `week` and `month`"
+                    : "windows are `second`, `minute`, `hour` and `day`";
+  }
+  Report(m, DiagId::kBadLimit, unit_name.span,
+         std::string("unknown ") + (l.budget ? "budget period" : "time window") + " `" + unit + "`",
+         help);
+}
+
+// `usd 200 per month` (a budget's spend) and `reserve 4096` (the output
+// tokens a budget reserves for a request that names no maximum).
+void Checker::CheckAmountClause(Module* m, const LimitDecl& l, const LimitClause& c) {
+  static const std::vector<std::string> kWords = {"usd", "reserve"};
+  const std::string& word = c.word.text;
+  if (std::find(kWords.begin(), kWords.end(), word) == kWords.end()) {
+    std::string help = SuggestName(word, kWords);
+    Report(m, DiagId::kBadLimit, c.word.span, "unknown clause `" + word + "`",
+           help.empty() ? "clauses are `key`, `when`, `requests`, `tokens`, `usd` and `reserve`"
+                        : help);
+    return;
+  }
+  if (!l.budget) {
+    Report(m, DiagId::kBadLimit, c.word.span, "`" + word + "` belongs to a budget",
+           "spend is counted by `budget \"" + l.name.value + "\" { usd 200 per month }`");
+    return;
+  }
+  if (c.value <= 0) {
+    Report(m, DiagId::kBadLimit, c.amount_span, "`" + word + "` must be greater than 0");
+  }
+  if (word == "usd") {
+    if (c.unit.text.empty()) {
+      Report(m, DiagId::kBadLimit, c.span, "`usd` needs a period", "write `usd 200 per month`");
+    } else {
+      CheckWindowUnit(m, l, c.unit);
+    }
+    return;
+  }
+  if (!c.integral || !c.unit.text.empty()) {
+    Report(m, DiagId::kBadLimit, c.span, "`reserve` takes a whole number of output tokens",
+           "write `reserve 4096`");
+  }
+}
+
+// `price "model" { input 2.50/1M  output 10.00/1M  cached_input 1.25/1M }`.
+// A price in the shipped table (the stdlib) is a default: a price of the
+// same name anywhere else overrides it.
+void Checker::CheckPrice(Module* m, const PriceDecl& p) {
+  const bool shipped = IsStdlibModule(*m);
+  auto it = prices_.find(p.name.value);
+  if (it != prices_.end() && !shipped && !it->second.shipped) {
+    Report(m, DiagId::kDuplicateName, p.name.span, "price `" + p.name.value + "` is declared twice")
+        .labels.push_back(Label{it->second.module->path, it->second.span, "first declared here"});
+  } else if (it == prices_.end() || !shipped) {
+    prices_[p.name.value] = PriceRef{m, p.name.span, shipped, &p};
+  }
+  static const std::vector<std::string> kWords = {"input", "output", "cached_input"};
+  std::map<std::string, const PriceClause*> seen;
+  for (const PriceClause& c : p.clauses) {
+    if (std::find(kWords.begin(), kWords.end(), c.word.text) == kWords.end()) {
+      std::string help = SuggestName(c.word.text, kWords);
+      Report(m, DiagId::kBadLimit, c.word.span, "unknown price `" + c.word.text + "`",
+             help.empty() ? "prices are `input`, `output` and `cached_input`" : help);
+      continue;
+    }
+    auto [sit, fresh] = seen.emplace(c.word.text, &c);
+    if (!fresh) {
+      Report(m, DiagId::kDuplicateClause, c.span,
+             "`" + c.word.text + "` given twice in price `" + p.name.value + "`")
+          .labels.push_back(Label{m->path, sit->second->span, "first given here"});
+    }
+  }
+  for (const char* need : {"input", "output"}) {
+    if (!seen.count(need)) {
+      Report(m, DiagId::kMissingClause, p.name.span,
+             "price `" + p.name.value + "` has no `" + need + "` price",
+             std::string("add `") + need + " 2.50/1M`");
+    }
+  }
+}
+
+bool Checker::IsStdlibModule(const Module& m) const {
+  std::error_code ec;
+  for (const std::string& root : options_.stdlib_paths) {
+    std::string r = std::filesystem::weakly_canonical(root, ec).string();
+    if (!r.empty() && m.key.rfind(r + "/", 0) == 0) return true;
+  }
+  return false;
+}
+
+// Spend needs prices: a USD budget in a program without any `price` could
+// never count a request, so it is an error rather than a silent pass.
+void Checker::CheckBudgetsPriced() {
+  if (!prices_.empty()) return;
+  for (auto& [m, span] : usd_budgets_) {
+    Report(m, DiagId::kMissingClause, span, "budget counts `usd`, but no `price` is declared",
+           "`import std.prices` for the shipped table, or declare `price \"model\" { … }`");
   }
 }
 
@@ -694,7 +849,12 @@ void Checker::ReportUnused(Module* m) {
     if (d.kind != DeclKind::kImport) continue;
     auto target = m->imports.find(d.import->alias);
     if (target == m->imports.end() || target->second == nullptr) continue;  // reported
-    if (!m->used_imports.count(d.import->alias)) {
+    // Importing a price table is its use: its prices apply to budgets.
+    const FileAst* imported = target->second->ast.get();
+    bool prices = imported != nullptr &&
+                  std::any_of(imported->decls.begin(), imported->decls.end(),
+                              [](const Decl& x) { return x.kind == DeclKind::kPrice; });
+    if (!m->used_imports.count(d.import->alias) && !prices) {
       Report(m, DiagId::kUnusedImport, d.import->span,
              "import `" + d.import->alias + "` is never used", "remove the import");
     }
@@ -1546,6 +1706,8 @@ CheckResult Checker::Run() {
     if (m->ast != nullptr) CheckModule(m.get());
   }
   CheckTestExpectations();
+  CheckBudgetsPriced();
+  for (auto& [name, ref] : prices_) result_.prices[name] = ref.decl;
   for (auto& m : program_->modules) {
     if (m->ast != nullptr) ReportUnused(m.get());
   }

@@ -58,6 +58,9 @@ struct CheckResult {
   std::shared_ptr<Resolution> resolution;
   // The policy IR of the root files, when the program has no errors.
   std::shared_ptr<PirProgram> pir;
+  // The price table in force: by model name or glob, user prices over the
+  // shipped ones.
+  std::map<std::string, const PriceDecl*> prices;
 };
 
 // With `build_pir`, also lowers the root files to the policy IR (only

@@ -40,7 +40,7 @@ class Formatter {
     bool prev_block = false;
     for (const Decl& d : ast_.decls) {
       bool block = d.kind == DeclKind::kPolicy || d.kind == DeclKind::kLimit ||
-                   d.kind == DeclKind::kTest || d.kind == DeclKind::kProvider;
+                   d.kind == DeclKind::kPrice || d.kind == DeclKind::kTest || d.kind == DeclKind::kProvider;
       uint32_t group_start = d.span.begin;
       if (next_comment_ < ast_.comments.size()) {
         group_start = std::min(group_start, ast_.comments[next_comment_].span.begin);
@@ -314,7 +314,8 @@ class Formatter {
       }
       case DeclKind::kLimit: {
         const internal::LimitDecl& l = *d.limit;
-        OpenBlock(Span{l.span.begin, l.open_span.end}, "limit " + std::string(Src(l.name.span)));
+        OpenBlock(Span{l.span.begin, l.open_span.end},
+                  (l.budget ? "budget " : "limit ") + std::string(Src(l.name.span)));
         for (const internal::LimitClause& c : l.clauses) {
           std::vector<std::string> lines;
           switch (c.kind) {
@@ -329,10 +330,23 @@ class Formatter {
               lines = {std::string(c.kind == LimitClauseKind::kRequests ? "requests " : "tokens ") +
                        std::string(Src(c.amount_span)) + " per " + c.unit.text};
               break;
+            case LimitClauseKind::kAmount:
+              lines = {c.word.text + " " + std::string(Src(c.amount_span)) +
+                       (c.unit.text.empty() ? "" : " per " + c.unit.text)};
+              break;
           }
           Statement(c.span, "  ", lines);
         }
         CloseBlock(l.close_span);
+        break;
+      }
+      case DeclKind::kPrice: {
+        const internal::PriceDecl& p = *d.price;
+        OpenBlock(Span{p.span.begin, p.open_span.end}, "price " + std::string(Src(p.name.span)));
+        for (const internal::PriceClause& c : p.clauses) {
+          Statement(c.span, "  ", {c.word.text + " " + c.rate_text});
+        }
+        CloseBlock(p.close_span);
         break;
       }
       case DeclKind::kTest: {

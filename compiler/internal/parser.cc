@@ -137,6 +137,8 @@ class Parse {
     return Name{node->getText(), NodeSpan(node)};
   }
   Action BuildAction(KtpParser::ActionContext* ctx);
+  void BuildAmountClause(KtpParser::AmountClauseContext* ctx, LimitClause* clause);
+  std::unique_ptr<PriceDecl> BuildPrice(KtpParser::PriceDeclContext* ctx, Span span);
   // An object or provider key: a name, or a string literal's decoded value.
   Name FieldKey(KtpParser::FieldContext* f) {
     if (f->fieldName() != nullptr) return Name{f->fieldName()->getText(), CtxSpan(f->fieldName())};
@@ -410,6 +412,56 @@ bool DecodeStringBody(std::string_view body, std::string* out, std::size_t* erro
 
 namespace {
 
+void Parse::BuildAmountClause(KtpParser::AmountClauseContext* ctx, LimitClause* clause) {
+  clause->kind = LimitClauseKind::kAmount;
+  clause->word = BuildName(ctx->IDENT(0));
+  antlr4::tree::TerminalNode* number = ctx->INT() != nullptr ? ctx->INT() : ctx->FLOAT();
+  clause->amount_span = NodeSpan(number);
+  clause->integral = ctx->INT() != nullptr;
+  clause->value = std::strtod(number->getText().c_str(), nullptr);
+  clause->amount = static_cast<int64_t>(clause->value);
+  if (ctx->IDENT().size() > 1) clause->unit = BuildName(ctx->IDENT(1));
+}
+
+// `2.50/1M` → 2.5e-6 USD per token. The lexer admits only digits, one `.`,
+// `/`, digits and an optional K or M, so what fails here is range alone.
+std::unique_ptr<PriceDecl> Parse::BuildPrice(KtpParser::PriceDeclContext* ctx, Span span) {
+  auto price = std::make_unique<PriceDecl>();
+  price->span = span;
+  price->name = BuildString(ctx->STRING());
+  for (auto* child : ctx->children) {
+    auto* term = dynamic_cast<antlr4::tree::TerminalNode*>(child);
+    if (term == nullptr) continue;
+    if (term->getText() == "{") price->open_span = NodeSpan(term);
+    if (term->getText() == "}") price->close_span = NodeSpan(term);
+  }
+  for (auto* pc : ctx->priceClause()) {
+    PriceClause c;
+    c.span = CtxSpan(pc);
+    c.word = BuildName(pc->IDENT());
+    c.rate_text = pc->RATE()->getText();
+    c.rate_span = NodeSpan(pc->RATE());
+    std::size_t slash = c.rate_text.find('/');
+    std::string per = c.rate_text.substr(slash + 1);
+    double scale = 1;
+    if (per.back() == 'K' || per.back() == 'M') {
+      scale = per.back() == 'K' ? 1e3 : 1e6;
+      per.pop_back();
+    }
+    double usd = std::strtod(c.rate_text.substr(0, slash).c_str(), nullptr);
+    double tokens = std::strtod(per.c_str(), nullptr) * scale;
+    c.valid = tokens >= 1 && std::isfinite(usd) && usd < 1e9;
+    c.usd_per_token = c.valid ? usd / tokens : 0;
+    if (!c.valid) {
+      sink_->Report(DiagId::kInvalidNumber, path_, c.rate_span,
+                    "price `" + c.rate_text + "` is out of range",
+                    "write a price per a number of tokens: `2.50/1M`");
+    }
+    price->clauses.push_back(std::move(c));
+  }
+  return price;
+}
+
 StringLit Parse::BuildString(antlr4::tree::TerminalNode* node) {
   StringLit lit;
   if (node == nullptr) return lit;
@@ -542,6 +594,7 @@ void Parse::BuildDecl(KtpParser::DeclContext* ctx) {
     d.kind = DeclKind::kLimit;
     d.limit = std::make_unique<LimitDecl>();
     LimitDecl& l = *d.limit;
+    l.budget = c->BUDGET() != nullptr;
     l.span = d.span;
     l.name = BuildString(c->STRING());
     for (auto* child : c->children) {
@@ -569,6 +622,8 @@ void Parse::BuildDecl(KtpParser::DeclContext* ctx) {
         clause.kind = LimitClauseKind::kTokens;
         amount = t->INT();
         unit = t->IDENT();
+      } else if (auto* a = dynamic_cast<KtpParser::AmountClauseContext*>(cc)) {
+        BuildAmountClause(a, &clause);
       }
       if (amount != nullptr) {
         clause.amount_span = NodeSpan(amount);
@@ -583,6 +638,9 @@ void Parse::BuildDecl(KtpParser::DeclContext* ctx) {
       }
       l.clauses.push_back(std::move(clause));
     }
+  } else if (auto* c = ctx->priceDecl()) {
+    d.kind = DeclKind::kPrice;
+    d.price = BuildPrice(c, d.span);
   } else if (auto* c = ctx->testDecl()) {
     d.kind = DeclKind::kTest;
     d.test = std::make_unique<TestDecl>();

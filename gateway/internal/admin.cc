@@ -40,8 +40,7 @@ Response ReloadResponse(Gateway* g, Exchange* x, bool keep_alive, bool trusted) 
 
 }  // namespace
 
-std::shared_ptr<PolicyState> LoadState(const Options& options, const PolicyState* previous,
-                                       std::string* error) {
+std::shared_ptr<PolicyState> LoadState(const Options& options, std::string* error) {
   kt::Options compile;
   compile.stdlib_paths = options.stdlib_paths;
   compile.object_cache_dir = options.object_cache_dir;
@@ -66,21 +65,6 @@ std::shared_ptr<PolicyState> LoadState(const Options& options, const PolicyState
   auto state = std::make_shared<PolicyState>();
   state->engine = engine;
   state->files = files.size();
-  for (const LimitConfig& l : engine->limits()) {
-    std::shared_ptr<LimitCounter> counter;
-    // An unchanged limit keeps its counters across a reload: a reload must
-    // not hand every caller a fresh budget.
-    if (previous != nullptr) {
-      for (const auto& old : previous->limits) {
-        const LimitConfig& c = old->config();
-        if (c.name == l.name && c.requests == l.requests && c.tokens == l.tokens &&
-            c.window_s == l.window_s && c.keyed == l.keyed) {
-          counter = old;
-        }
-      }
-    }
-    state->limits.push_back(counter != nullptr ? counter : std::make_shared<LimitCounter>(l));
-  }
   return state;
 }
 
@@ -125,7 +109,7 @@ std::string ProgramSummary(const PolicyEngine& engine) {
 bool Reload(Gateway* g, std::string* error) {
   std::lock_guard serial(g->reload_mu);
   std::shared_ptr<const PolicyState> old = g->Current();
-  std::shared_ptr<PolicyState> fresh = LoadState(g->options, old.get(), error);
+  std::shared_ptr<PolicyState> fresh = LoadState(g->options, error);
   const bool ok = fresh != nullptr;
   Json record = {{"ok", ok}, {"at_us", NowMicros()}};
   if (ok) {

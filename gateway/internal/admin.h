@@ -13,10 +13,9 @@ namespace kt::gateway {
 
 // Loads the policy files again and swaps them in; on failure the set in
 // force stays, and `*error` says why. Counters of limits that did not change
-// carry over. Thread-safe (reloads are serialised).
+// carry over (the limit store keys them by their declaration). Thread-safe (reloads are serialised).
 bool Reload(Gateway* g, std::string* error);
-std::shared_ptr<PolicyState> LoadState(const Options& options, const PolicyState* previous,
-                                       std::string* error);
+std::shared_ptr<PolicyState> LoadState(const Options& options, std::string* error);
 nlohmann::json HealthJson(Gateway* g);
 // How the policy program was built (native or interpreted, from the object
 // cache or compiled, and the times): for /health, reload records and logs.

@@ -83,6 +83,7 @@ void WriteAudit(Gateway* g, const Exchange& x) {
   const int64_t total = MonoMicros() - x.t0;
   e["latency_us"] = {{"policy", x.policy_us}, {"upstream", x.upstream_us}, {"total", total}};
   if (!x.usage.is_null()) e["usage"] = x.usage;
+  if (!x.limits.is_null()) e["limits"] = x.limits;
   if (x.stream) e["stream_hold"] = {{"max_held_bytes", x.max_held}, {"capped", x.stream_capped}};
   if (!x.prompt.is_null()) e["prompt"] = x.prompt;
   if (!x.not_evaluated.empty()) e["not_evaluated"] = x.not_evaluated;

@@ -42,6 +42,7 @@ struct Exchange {
   int64_t policy_us = 0;
   int64_t upstream_us = 0;
   Json usage;
+  Json limits;  // the limits step: backend, reservation, settlement
   Json decisions = Json::array();
   std::string policy_version;
   bool redacted = false;

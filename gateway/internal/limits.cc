@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <functional>
 
+#include "gateway/internal/limit_store.h"
+
 namespace kt::gateway {
 
 namespace {
@@ -141,6 +143,19 @@ void LimitCounter::AddTokens(const std::string& key, int64_t tokens, int64_t now
   std::lock_guard lock(shard.mu);
   Window& w = WindowFor(shard, key, now);
   w.Add(w.token_buckets, now, tokens);
+}
+
+void LimitCounter::Rows(int64_t now, std::vector<UsageRow>* out) {
+  for (Shard& shard : shards_) {
+    std::lock_guard lock(shard.mu);
+    for (auto& [key, w] : shard.keys) {
+      UsageRow row{config_.name, key, "limit", 0, 0, 0, 0, 0};
+      for (int64_t t : w->ring) row.requests += t > now - window_us_ ? 1 : 0;
+      if (!w->request_buckets.empty()) row.requests = w->Sum(w->request_buckets, now);
+      if (!w->token_buckets.empty()) row.tokens = w->Sum(w->token_buckets, now);
+      if (row.requests > 0 || row.tokens > 0) out->push_back(std::move(row));
+    }
+  }
 }
 
 }  // namespace kt::gateway

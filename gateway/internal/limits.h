@@ -41,6 +41,8 @@ class LimitCounter {
   void Release(const std::string& key, int64_t at_us);
   // Adds the tokens a completed request used.
   void AddTokens(const std::string& key, int64_t tokens, int64_t now_us);
+  // Each key's counts in the window ending now (`kt limits show`).
+  void Rows(int64_t now_us, std::vector<struct UsageRow>* out);
 
  private:
   struct Window;

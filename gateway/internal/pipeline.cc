@@ -4,6 +4,7 @@
 #include <optional>
 
 #include "gateway/internal/anthropic.h"
+#include "gateway/internal/limit_store.h"
 #include "gateway/internal/util.h"
 
 namespace kt::gateway {
@@ -41,6 +42,7 @@ class Flow {
   // The error answer, audited; the request goes no further.
   bool Refuse(int status, std::string_view type, std::string_view code, std::string_view message,
               std::string_view policy = {}, Headers extra = {}) {
+    NoteSettlement();
     *res_ = ErrorResponse(g_, x_, status, type, code, message, keep_alive_, policy,
                           std::move(extra));
     Reshape();
@@ -97,31 +99,128 @@ class Flow {
     return true;
   }
 
-  // Rate limits: before the policies and before any upstream call.
-  bool Limits() {
+  // Rate limits and budgets: before the policies and before any upstream
+  // call. Every charge is taken or none (limit_store.h); a budget reserves
+  // the request's worst case, settled after the call.
+  asio::awaitable<bool> Limits() {
     std::vector<LimitKey> keys;
     std::string error;
     if (!engine_->LimitsFor(sr_.canonical, ctx_, &keys, &error) && !g_->options.fail_open) {
       x_->outcome = "not_evaluated";
-      return Refuse(500, "policy_error", "policy_evaluation_failed", error);
+      co_return Refuse(500, "policy_error", "policy_evaluation_failed", error);
     }
-    const int64_t now = MonoMicros();
-    for (const LimitKey& k : keys) {
-      LimitCounter* counter = state_->limits[k.limit].get();
-      LimitCounter::Verdict v = counter->Acquire(k.key, now);
-      if (v.admitted) {
-        acquired_.emplace_back(counter, k.key);
-        continue;
-      }
-      for (auto& [c, key] : acquired_) c->Release(key, now);
-      *res_ = RateLimitResponse(g_, x_, counter->config(), v, keep_alive_);
+    if (keys.empty()) co_return true;
+    std::string unpriced = BuildTicket(keys);
+    if (!unpriced.empty()) co_return Refuse(422, "validation_error", "unpriced_model", unpriced);
+    Admission a = co_await g_->limit_store->Admit(&ticket_);
+    x_->limits = LimitsRecord(a);
+    if (a.kind == Admission::Kind::kUnavailable) {
+      co_return Refuse(503, "unavailable", "limits_unavailable",
+                       "the limits backend did not answer (" + a.error +
+                           "); --limits-fail-mode closed refuses until it does");
+    }
+    if (a.kind == Admission::Kind::kRefused) {
+      *res_ = RateLimitResponse(g_, x_, *ticket_.charges[a.refused].config, a, keep_alive_);
       Reshape();
-      return false;
+      co_return false;
     }
-    return true;
+    for (std::size_t i = 0; i < ticket_.charges.size() && i < a.remaining.size(); ++i) {
+      if (!ticket_.charges[i].config->budget || !limit_headers_.empty()) continue;
+      limit_headers_ = BudgetHeaders(*ticket_.charges[i].config, a.remaining[i]);
+    }
+    co_return true;
   }
 
-  // The input stage: before any upstream call.
+  // The charges of this request. A budget in USD needs the model's price:
+  // without one its cost cannot be known, and it is refused (fail closed).
+  std::string BuildTicket(const std::vector<LimitKey>& keys) {
+    ticket_.id = x_->request_id;
+    const int64_t prompt = static_cast<int64_t>(req_.body().size() + 2) / 3;
+    for (const LimitKey& k : keys) {
+      Charge ch{&engine_->limits()[k.limit], k.key, 0, 0};
+      if (ch.config->budget) {
+        const int64_t output = MaxOutput(*ch.config);
+        ch.reserve_tokens = prompt + output;
+        if (ch.config->usd > 0) {
+          price_ = engine_->PriceFor(x_->model);
+          if (price_ == nullptr) {
+            return "budget `" + ch.config->name + "` counts spend in USD, and no `price` names " +
+                   "the model `" + x_->model + "`; declare `price \"" + x_->model +
+                   "\" { input …/1M  output …/1M }`";
+          }
+          ch.reserve_nanos = CostNanos(*price_, prompt, 0, output);
+        }
+      }
+      ticket_.charges.push_back(std::move(ch));
+    }
+    return {};
+  }
+
+  // The most output the request allows itself, as its surface names it; or
+  // the budget's `reserve`; or 4,096 tokens.
+  int64_t MaxOutput(const LimitConfig& budget) const {
+    for (const char* f : {"max_completion_tokens", "max_tokens", "max_output_tokens"}) {
+      const Json* v = FieldOf(body_, f);
+      if (v != nullptr && v->is_number_integer() && v->get<int64_t>() > 0) return v->get<int64_t>();
+    }
+    return budget.reserve_output > 0 ? budget.reserve_output : 4096;
+  }
+
+  Json LimitsRecord(const Admission& a) const {
+    Json j = {{"backend", ticket_.backend.empty() ? g_->limit_store->name() : ticket_.backend}};
+    int64_t nanos = 0, tokens = 0;
+    for (const Charge& ch : ticket_.charges) {
+      nanos = std::max(nanos, ch.reserve_nanos);
+      tokens = std::max(tokens, ch.reserve_tokens);
+    }
+    if (tokens > 0) j["reserved"] = {{"usd", FormatUsd(nanos)}, {"tokens", tokens}};
+    if (!a.degraded.empty()) j["degraded"] = a.degraded;
+    if (!a.error.empty()) j["error"] = a.error;
+    return j;
+  }
+
+  // What the call cost, from its usage: settled after the answer (also an
+  // answer a policy then blocked: the model did the work). No usage from a
+  // model that answered charges the reservation, the worst case; a call the
+  // model never answered is refunded.
+  Spend SpendOf() const {
+    Spend s;
+    auto count = [&](const Json& from, const char* field) -> int64_t {
+      const Json* v = FieldOf(from, field);
+      return v != nullptr && v->is_number_integer() ? v->get<int64_t>() : 0;
+    };
+    const Json& u = x_->usage;
+    int64_t input = count(u, "prompt_tokens") + count(u, "input_tokens") +
+                    count(u, "cache_read_input_tokens") + count(u, "cache_creation_input_tokens");
+    int64_t output = count(u, "completion_tokens") + count(u, "output_tokens");
+    int64_t cached = count(u, "cache_read_input_tokens");
+    for (const char* d : {"prompt_tokens_details", "input_tokens_details"}) {
+      if (const Json* details = FieldOf(u, d)) cached += count(*details, "cached_tokens");
+    }
+    if (input + output == 0) {
+      s.reported = !model_answered_;
+      return s;
+    }
+    s.tokens = input + output;
+    s.nanos = price_ != nullptr ? CostNanos(*price_, input, cached, output) : 0;
+    return s;
+  }
+
+  // Records the settlement in the audit event before it is written.
+  void NoteSettlement() {
+    if (!ticket_.counted || settled_noted_) return;
+    settled_noted_ = true;
+    spend_ = SpendOf();
+    if (!spend_.reported) {
+      x_->limits["settled"] = "reservation";
+    } else if (spend_.tokens == 0) {
+      x_->limits["settled"] = "refunded";
+    } else {
+      x_->limits["settled"] = {{"usd", FormatUsd(spend_.nanos)}, {"tokens", spend_.tokens}};
+    }
+  }
+
+  // The input stage: before any upstream call.  // The input stage: before any upstream call.
   bool Input() {
     Json forward;
     int64_t t = MonoMicros();
@@ -195,7 +294,10 @@ class Flow {
                            call_->header("location").substr(0, 200) +
                            "`); the gateway does not follow redirects");
     }
-    if (status >= 200 && status <= 299) co_return true;
+    if (status >= 200 && status <= 299) {
+      model_answered_ = true;
+      co_return true;
+    }
     const bool passed = co_await PassError();
     co_return passed;
   }
@@ -266,10 +368,10 @@ class Flow {
     bool modified = !native_;
     if (!Judge(&answer, &modified)) co_return Handled::kReply;
     x_->status = 200;
-    CountTokens();
+    NoteSettlement();
     WriteAudit(g_, *x_);
     *res_ = BodyResponse(x_, 200, modified ? Dump(answer) : std::move(text), "application/json",
-                         keep_alive_, PassThroughHeaders(*call_));
+                         keep_alive_, AnswerHeaders());
     co_return Handled::kReply;
   }
 
@@ -313,21 +415,20 @@ class Flow {
   }
 
   asio::awaitable<Handled> Stream();
+  asio::awaitable<void> Settle();
   asio::awaitable<bool> Relay(SurfaceRelay* relay);
   bool Deliver(SurfaceRelay* relay, const SseEvent& ev, std::string* out);
   asio::awaitable<void> Drain(const SurfaceRelay& relay, bool client_ok);
 
-  // Token limits count what the answer's usage says: `total_tokens` (the
-  // OpenAI surfaces), or input plus output tokens (the Messages API's).
-  void CountTokens() {
-    auto count = [&](const char* field) -> int64_t {
-      const Json* v = FieldOf(x_->usage, field);
-      return v != nullptr && v->is_number_integer() ? v->get<int64_t>() : 0;
-    };
-    int64_t tokens = count("total_tokens");
-    if (tokens == 0) tokens = count("input_tokens") + count("output_tokens");
-    if (tokens <= 0) return;
-    for (const auto& [counter, key] : acquired_) counter->AddTokens(key, tokens, MonoMicros());
+  // The upstream's own rate-limit state, with this gateway's budget state
+  // in place of the provider's token count where a budget applies.
+  Headers AnswerHeaders() const {
+    Headers h = PassThroughHeaders(*call_);
+    for (const auto& [k, v] : limit_headers_) {
+      std::erase_if(h, [&](const auto& e) { return e.first == k; });
+      h.emplace_back(k, v);
+    }
+    return h;
   }
 
   Gateway* g_;
@@ -343,7 +444,12 @@ class Flow {
   Json body_;  // the client's request (redactions written back)
   SurfaceRequest sr_;
   EvalContext ctx_;
-  std::vector<std::pair<LimitCounter*, std::string>> acquired_;
+  Ticket ticket_;
+  const PriceConfig* price_ = nullptr;  // the model's, when a budget counts USD
+  Headers limit_headers_;
+  Spend spend_;
+  bool settled_noted_ = false;
+  bool model_answered_ = false;  // the upstream answered 2xx: the call costs
   bool rewritten_ = false;
   ::kt::gateway::Route route_;
   bool native_ = true;  // the provider speaks the surface (else: chat_, translated)
@@ -359,16 +465,27 @@ class Flow {
 // `if (!co_await Call())`, GCC 12 built this coroutine so that its first
 // resume landed 8 bytes off its frame (an illegal instruction).
 asio::awaitable<Handled> Flow::Run() {
-  if (!Admit() || !Read() || !Limits() || !Input() || !Route()) co_return Handled::kReply;
-  const bool called = co_await Call();
-  if (!called) co_return Handled::kReply;
+  if (!Admit() || !Read()) co_return Handled::kReply;
+  const bool admitted = co_await Limits();
+  if (!admitted) co_return Handled::kReply;
   Handled handled = Handled::kReply;
-  if (sr_.stream) {
-    handled = co_await Stream();
-  } else {
-    handled = co_await Whole();
+  if (Input() && Route()) {
+    const bool called = co_await Call();
+    if (called && sr_.stream) {
+      handled = co_await Stream();
+    } else if (called) {
+      handled = co_await Whole();
+    }
   }
+  co_await Settle();
   co_return handled;
+}
+
+// The reservation out, what the call used in (a refund when it failed).
+asio::awaitable<void> Flow::Settle() {
+  if (!ticket_.counted) co_return;
+  NoteSettlement();
+  co_await g_->limit_store->Settle(ticket_, spend_);
 }
 
 // Streamed: headers now, then frames as they are judged.
@@ -378,7 +495,7 @@ asio::awaitable<Handled> Flow::Stream() {
   SetCommonHeaders(&head, *x_);
   head.set(http::field::content_type, "text/event-stream; charset=utf-8");
   head.set(http::field::cache_control, "no-cache");
-  for (const auto& [k, v] : PassThroughHeaders(*call_)) head.set(k, v);
+  for (const auto& [k, v] : AnswerHeaders()) head.set(k, v);
   head.keep_alive(keep_alive_);
   head.chunked(true);
   bool client_ok = co_await client_->StartStream(head);
@@ -393,7 +510,7 @@ asio::awaitable<Handled> Flow::Stream() {
   if (client_ok) client_ok = co_await Relay(relay.get());
   x_->upstream_us = MonoMicros() - up0_;
   if (!client_ok && x_->outcome == "allowed") x_->outcome = "client_disconnected";
-  CountTokens();
+  NoteSettlement();
   WriteAudit(g_, *x_);
   if (client_ok) co_await client_->EndStream();
   // After the client has its whole answer: an upstream that stalls after

@@ -32,10 +32,14 @@ Response ErrorResponse(Gateway* g, Exchange* x, int status, std::string_view typ
                        std::string_view code, std::string_view message, bool keep_alive,
                        std::string_view policy = {}, Headers extra = {});
 
-// 429: which limit, and when to come back (seconds, and milliseconds for the
-// SDKs that read retry-after-ms).
+// 429: which limit or budget, and when to come back (seconds, and
+// milliseconds for the SDKs that read retry-after-ms). A budget's also says
+// when its period resets, and what is left.
 Response RateLimitResponse(Gateway* g, Exchange* x, const LimitConfig& limit,
-                           const LimitCounter::Verdict& v, bool keep_alive);
+                           const Admission& a, bool keep_alive);
+// What an admitted request's budget has left, for its answer's headers.
+Headers BudgetHeaders(const LimitConfig& budget, const Remaining& left);
+std::string FormatUsd(int64_t nanos);
 
 // Where a handler's answer goes: a socket in production, memory in tests.
 class Client {

@@ -18,7 +18,7 @@
 #include "compiler/compiler.h"
 #include "gateway/gateway.h"
 #include "gateway/internal/audit.h"
-#include "gateway/internal/limits.h"
+#include "gateway/internal/limit_store.h"
 #include "gateway/internal/metrics.h"
 #include "gateway/internal/upstream.h"
 
@@ -33,7 +33,6 @@ using CallOpener = std::function<std::unique_ptr<ModelCall>(Gateway*, const Rout
 
 struct PolicyState {
   std::shared_ptr<const PolicyEngine> engine;
-  std::vector<std::shared_ptr<LimitCounter>> limits;  // parallel to engine->limits()
   std::size_t files = 0;
 };
 
@@ -63,6 +62,10 @@ struct Gateway {
   std::vector<std::unique_ptr<UpstreamPool>> pools;
   asio::io_context& io(std::size_t i = 0) { return *ios[i]; }
   AuditLog audit;
+  // Where limits and budgets count (limit_store.h), and how often the
+  // shared backend failed.
+  std::unique_ptr<LimitStore> limit_store = NewMemoryStore();
+  GuardCounters limit_guard;
 
   // The policy set in force, with the counters of its limits. Requests take
   // a reference for their whole life, so a reload never changes the rules

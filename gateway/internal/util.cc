@@ -43,28 +43,6 @@ bool ParseUrl(std::string_view text, Url* out) {
   return true;
 }
 
-bool GlobMatch(std::string_view glob, std::string_view text) {
-  // Iterative matcher with one backtrack point: linear for one `*`, and
-  // O(glob × text) at worst, on names a few dozen bytes long.
-  std::size_t g = 0, t = 0, star = std::string_view::npos, mark = 0;
-  while (t < text.size()) {
-    if (g < glob.size() && (glob[g] == '?' || glob[g] == text[t])) {
-      ++g;
-      ++t;
-    } else if (g < glob.size() && glob[g] == '*') {
-      star = g++;
-      mark = t;
-    } else if (star != std::string_view::npos) {
-      g = star + 1;
-      t = ++mark;
-    } else {
-      return false;
-    }
-  }
-  while (g < glob.size() && glob[g] == '*') ++g;
-  return g == glob.size();
-}
-
 namespace {
 std::string Hex(const unsigned char* data, std::size_t n) {
   static const char* kDigits = "0123456789abcdef";

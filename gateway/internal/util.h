@@ -20,8 +20,6 @@ struct Url {
 // http:// and https:// only; false on anything else.
 bool ParseUrl(std::string_view text, Url* out);
 
-// `*` matches any run of characters, `?` one; everything else literally.
-bool GlobMatch(std::string_view glob, std::string_view text);
 
 // 128 random bits as 32 hex digits, with a prefix ("req_…").
 std::string NewId(std::string_view prefix);

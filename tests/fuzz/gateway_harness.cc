@@ -143,7 +143,7 @@ GatewayHarness::GatewayHarness(gateway::Options options, bool fake_upstream) {
   s_ = std::make_unique<State>(options);
   gateway::Gateway& g = s_->g;
   std::string error;
-  std::shared_ptr<gateway::PolicyState> state = gateway::LoadState(options, nullptr, &error);
+  std::shared_ptr<gateway::PolicyState> state = gateway::LoadState(options, &error);
   if (state == nullptr) Die("the policy set does not load:\n" + error);
   if (!g.audit.Open(options.audit_log, false, &error)) Die(error);
   g.ios.push_back(std::move(io));

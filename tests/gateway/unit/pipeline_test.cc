@@ -634,7 +634,7 @@ class PipelineTest : public ::testing::Test {
     g_.reset();
     g_ = std::make_unique<Gateway>(o);
     std::string error;
-    std::shared_ptr<PolicyState> state = LoadState(o, nullptr, &error);
+    std::shared_ptr<PolicyState> state = LoadState(o, &error);
     ASSERT_NE(state, nullptr) << error;
     ASSERT_TRUE(g_->audit.Open(o.audit_log, false, &error)) << error;
     g_->ios.push_back(std::make_unique<asio::io_context>(1));
