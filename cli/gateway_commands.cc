@@ -112,6 +112,23 @@ void AddGatewayCommands(CLI::App* app, CommonOptions* common, int* exit_code) {
     *exit_code = gateway::Run(*options);
   });
 
+  CLI::App* limits = app->add_subcommand("limits", "the gateway's limits and budgets");
+  limits->require_subcommand(1);
+  CLI::App* show = limits->add_subcommand(
+      "show", "current usage per limit, budget and key (from the gateway's backend: memory or Redis)");
+  auto url = std::make_shared<std::string>("http://127.0.0.1:41002");
+  auto token = std::make_shared<std::string>();
+  auto as_json = std::make_shared<bool>(false);
+  show->add_option("--gateway", *url, "the gateway's base URL")->capture_default_str();
+  show->add_option("--admin-token", *token, "bearer token (default: $KT_ADMIN_TOKEN)");
+  show->add_flag("--json", *as_json, "print the gateway's JSON");
+  show->callback([url, token, as_json, exit_code] {
+    if (token->empty()) {
+      if (const char* t = std::getenv("KT_ADMIN_TOKEN")) *token = t;
+    }
+    *exit_code = gateway::ShowLimits(*url, *token, *as_json);
+  });
+
   CLI::App* audit = app->add_subcommand("audit", "the gateway's audit trail");
   audit->require_subcommand(1);
   CLI::App* verify = audit->add_subcommand("verify", "check an audit log's hash chain");

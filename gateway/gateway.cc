@@ -3,12 +3,13 @@
 
 #include <algorithm>
 #include <csignal>
+#include <cstdio>
 #include <iostream>
 #include <thread>
 
 #include "compiler/compiler.h"
-#include "gateway/internal/redis_limits.h"
 #include "gateway/internal/admin.h"
+#include "gateway/internal/redis_limits.h"
 #include "gateway/internal/router.h"
 #include "gateway/internal/session.h"
 #include "gateway/internal/util.h"
@@ -268,5 +269,72 @@ int Run(const Options& options) {
 }
 
 std::string RouteCensus() { return RenderRouteTable(); }
+
+namespace {
+
+// One GET on loopback or the operator's network, bounded in time.
+bool FetchJson(const Url& u, const std::string& target, const std::string& token, Json* out,
+               std::string* error) {
+  try {
+    asio::io_context io;
+    beast::tcp_stream stream(io);
+    stream.expires_after(std::chrono::seconds(10));
+    stream.connect(tcp::resolver(io).resolve(u.host, u.port));
+    http::request<http::empty_body> req{http::verb::get, u.path + target, 11};
+    req.set(http::field::host, u.host);
+    if (!token.empty()) req.set(http::field::authorization, "Bearer " + token);
+    http::write(stream, req);
+    beast::flat_buffer buf;
+    http::response_parser<http::string_body> parser;
+    parser.body_limit(64u << 20);
+    http::read(stream, buf, parser);
+    const auto& res = parser.get();
+    *out = Json::parse(res.body(), nullptr, false);
+    if (res.result_int() != 200 || out->is_discarded()) {
+      *error = "the gateway answered " + std::to_string(res.result_int()) + ": " +
+               res.body().substr(0, 300);
+      return false;
+    }
+    return true;
+  } catch (const std::exception& e) {
+    *error = std::string("cannot reach the gateway: ") + e.what();
+    return false;
+  }
+}
+
+void PrintLimitsTable(const Json& j) {
+  std::printf("backend: %s\n", j.value("backend", "").c_str());
+  std::printf("%-24s %-8s %-24s %10s %12s %14s %14s\n", "NAME", "KIND", "KEY", "REQUESTS",
+              "TOKENS", "SPENT_USD", "RESERVED_USD");
+  for (const Json& r : j.value("counters", Json::array())) {
+    std::printf("%-24s %-8s %-24s %10s %12lld %14s %14s\n", r.value("name", "").c_str(),
+                r.value("kind", "").c_str(), r.value("key", "").c_str(),
+                r.contains("requests") ? std::to_string(r.value("requests", 0LL)).c_str() : "-",
+                static_cast<long long>(r.value("tokens", 0LL)),
+                r.value("spent_usd", "-").c_str(), r.value("reserved_usd", "-").c_str());
+  }
+}
+
+}  // namespace
+
+int ShowLimits(const std::string& gateway_url, const std::string& admin_token, bool json) {
+  Url u;
+  if (!ParseUrl(gateway_url, &u) || u.tls) {
+    std::cerr << "kt limits show: --gateway must be an http:// URL\n";
+    return 2;
+  }
+  Json j;
+  std::string error;
+  if (!FetchJson(u, "/admin/limits", admin_token, &j, &error)) {
+    std::cerr << "kt limits show: " << error << "\n";
+    return 1;
+  }
+  if (json) {
+    std::cout << j.dump(2) << "\n";
+  } else {
+    PrintLimitsTable(j);
+  }
+  return 0;
+}
 
 }  // namespace kt::gateway

@@ -78,6 +78,10 @@ struct Options {
 // Runs the gateway until SIGINT/SIGTERM. Returns the process exit code.
 int Run(const Options& options);
 
+// `kt limits show`: a running gateway's counters (GET /admin/limits at
+// `gateway_url`), as a table or as JSON. Returns the process exit code.
+int ShowLimits(const std::string& gateway_url, const std::string& admin_token, bool json);
+
 // The route table, the census of what the gateway serves (`kt gateway
 // routes`): each route's method, the bodies it takes and gives, and the
 // stages that run on it, as a Markdown table.

@@ -180,10 +180,11 @@ Response AdminResponse(Gateway* g, Handler handler, Exchange* x, bool keep_alive
       return BodyResponse(x, 200, Dump(HealthJson(g)), "application/json", keep_alive);
     case Handler::kMetrics: {
       std::shared_ptr<const PolicyState> st = g->Current();
-      return BodyResponse(
-          x, 200,
-          g->metrics.Render(std::string(Version()), st == nullptr ? "" : st->engine->version()),
-          "text/plain; version=0.0.4; charset=utf-8", keep_alive);
+      std::string text =
+          g->metrics.Render(std::string(Version()), st == nullptr ? "" : st->engine->version()) +
+          Metrics::RenderLimits(g->limit_guard, g->limit_store->SpendGauges());
+      return BodyResponse(x, 200, std::move(text), "text/plain; version=0.0.4; charset=utf-8",
+                          keep_alive);
     }
     case Handler::kReload:
       return ReloadResponse(g, x, keep_alive, trusted);
@@ -196,6 +197,38 @@ Response AdminResponse(Gateway* g, Handler handler, Exchange* x, bool keep_alive
     default:
       return BodyResponse(x, 200, R"({"status":"ok"})", "application/json", keep_alive);
   }
+}
+
+asio::awaitable<Response> LimitsResponse(Gateway* g, Exchange* x, bool keep_alive, bool trusted) {
+  x->path.clear();  // not audited
+  if (!trusted) {
+    co_return ErrorResponse(g, x, 403, "permission_error", "forbidden",
+                            "GET /admin/limits is for loopback callers or --admin-token holders",
+                            keep_alive);
+  }
+  std::shared_ptr<const PolicyState> st = g->Current();
+  std::vector<LimitConfig> configs;
+  if (st != nullptr) configs = st->engine->limits();
+  std::vector<UsageRow> rows = co_await g->limit_store->Show(configs);
+  Json out = {{"backend", g->limit_store->name()}, {"counters", Json::array()}};
+  for (const LimitConfig& c : configs) {
+    Json limit = {{"name", c.name}, {"kind", c.budget ? "budget" : "limit"}, {"per", c.period}};
+    if (c.requests > 0) limit["requests"] = c.requests;
+    if (c.tokens > 0) limit["tokens"] = c.tokens;
+    if (c.usd > 0) limit["usd"] = c.usd;
+    out["limits"].push_back(std::move(limit));
+  }
+  for (const UsageRow& r : rows) {
+    Json row = {{"name", r.name}, {"key", r.key}, {"kind", r.kind}};
+    if (r.kind == "limit") row["requests"] = r.requests;
+    row["tokens"] = r.tokens;
+    if (r.kind == "budget") {
+      row["spent_usd"] = FormatUsd(r.nanos);
+      row["reserved_usd"] = FormatUsd(r.reserved_nanos);
+    }
+    out["counters"].push_back(std::move(row));
+  }
+  co_return BodyResponse(x, 200, Dump(out), "application/json", keep_alive);
 }
 
 }  // namespace kt::gateway

@@ -24,6 +24,9 @@ std::string ProgramSummary(const PolicyEngine& engine);
 
 // The answer of a route that is not a model surface. `trusted`: the
 // request may reload (from loopback, or with the admin token).
+// GET /admin/limits: every counter's usage (`kt limits show`), from the
+// backend in use. Trusted callers only, as reload: keys name callers.
+asio::awaitable<Response> LimitsResponse(Gateway* g, Exchange* x, bool keep_alive, bool trusted);
 Response AdminResponse(Gateway* g, Handler handler, Exchange* x, bool keep_alive, bool trusted);
 
 }  // namespace kt::gateway

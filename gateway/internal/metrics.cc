@@ -131,4 +131,28 @@ std::string Metrics::Render(const std::string& version, const std::string& polic
   return out;
 }
 
+std::string Metrics::RenderLimits(const GuardCounters& guard,
+                                  const std::map<std::string, double>& spend) {
+  std::string out;
+  out += "# HELP kt_limits_unavailable_total Admissions the shared limits backend did not answer.\n";
+  out += "# TYPE kt_limits_unavailable_total counter\n";
+  out += "kt_limits_unavailable_total " + std::to_string(guard.unavailable.load()) + "\n";
+  out += "# HELP kt_limits_fail_mode_total Admissions decided by the fail mode, by mode.\n";
+  out += "# TYPE kt_limits_fail_mode_total counter\n";
+  out += "kt_limits_fail_mode_total{mode=\"closed\"} " +
+         std::to_string(guard.refused_closed.load()) + "\n";
+  out += "kt_limits_fail_mode_total{mode=\"open\"} " + std::to_string(guard.degraded_open.load()) +
+         "\n";
+  out += "kt_limits_fail_mode_total{mode=\"local\"} " +
+         std::to_string(guard.degraded_local.load()) + "\n";
+  out += "# HELP kt_budget_spend_usd Settled spend this period, by budget.\n";
+  out += "# TYPE kt_budget_spend_usd gauge\n";
+  for (const auto& [name, usd] : spend) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.9f", usd);
+    out += "kt_budget_spend_usd{budget=\"" + Label(name) + "\"} " + buf + "\n";
+  }
+  return out;
+}
+
 }  // namespace kt::gateway

@@ -12,6 +12,8 @@
 #include <tuple>
 #include <vector>
 
+#include "gateway/internal/limit_store.h"
+
 namespace kt::gateway {
 
 class Histogram {
@@ -34,6 +36,10 @@ struct Metrics {
   void CountRateLimited(const std::string& limit);
   void CountReload(bool ok);
   std::string Render(const std::string& version, const std::string& policy_version) const;
+  // The limits backend's health and each budget's settled spend this
+  // period (as this replica last saw it: from Redis, every replica's).
+  static std::string RenderLimits(const GuardCounters& guard,
+                                  const std::map<std::string, double>& spend);
 
   Histogram policy_latency;
   Histogram upstream_latency;

@@ -31,6 +31,8 @@ const std::vector<RouteInfo>& RouteTable() {
       {"/health", "GET", Handler::kHealth, nullptr, "—", "status JSON", "—", "—"},
       {"/metrics", "GET", Handler::kMetrics, nullptr, "—", "Prometheus text", "—", "—"},
       {"/admin/reload", "POST", Handler::kReload, nullptr, "—", "reload outcome JSON", "—", "—"},
+      {"/admin/limits", "GET", Handler::kLimits, nullptr, "—", "usage per limit, budget and key", "—",
+       "—"},
       {"/healthz", "GET", Handler::kHealthz, nullptr, "—", "liveness JSON", "—", "—"},
       {"/readyz", "GET", Handler::kReadyz, nullptr, "—", "readiness JSON", "—", "—"},
   };

@@ -14,7 +14,7 @@
 
 namespace kt::gateway {
 
-enum class Handler { kSurface, kModels, kHealth, kMetrics, kReload, kHealthz, kReadyz };
+enum class Handler { kSurface, kModels, kHealth, kMetrics, kReload, kLimits, kHealthz, kReadyz };
 
 struct RouteInfo {
   std::string_view path;  // also served without the `/v1` prefix for surfaces

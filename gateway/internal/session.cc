@@ -359,6 +359,12 @@ asio::awaitable<Handled> Connection::Dispatch(http::request<http::string_body>& 
                          {{"allow", allow}});
     co_return Handled::kReply;
   }
+  if (route->handler == Handler::kLimits) {
+    const bool trusted = Trusted(*x);
+    Response limits = co_await LimitsResponse(g_, x, keep_alive, trusted);
+    *res = std::move(limits);
+    co_return Handled::kReply;
+  }
   if (route->handler != Handler::kSurface) {
     *res = AdminResponse(g_, route->handler, x, keep_alive, Trusted(*x));
     co_return Handled::kReply;
