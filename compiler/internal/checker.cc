@@ -179,7 +179,12 @@ class Checker {
     const PriceDecl* decl;
   };
   std::map<std::string, PriceRef> prices_;
-  std::vector<std::pair<Module*, Span>> usd_budgets_;
+  struct UsdBudget {
+    Module* module;
+    Span span;
+    std::string name;
+  };
+  std::vector<UsdBudget> usd_budgets_;
   std::map<std::string, std::pair<Module*, Span>> providers_;
   struct PendingExpectation {
     Module* module;
@@ -451,7 +456,7 @@ void Checker::CheckLimit(Module* m, const LimitDecl& l) {
     Report(m, DiagId::kMissingClause, l.name.span, what + " has neither `requests` nor `tokens`",
            "add `requests N per minute`");
   }
-  if (l.budget && has("amount:usd")) usd_budgets_.emplace_back(m, l.name.span);
+  if (l.budget && has("amount:usd")) usd_budgets_.push_back({m, l.name.span, l.name.value});
   if (l.budget && has("amount:usd") && seen.count(tokens)) {
     const LimitClause& usd = *seen["amount:usd"];
     const LimitClause& tok = *seen[tokens];
@@ -600,8 +605,9 @@ bool Checker::IsStdlibModule(const Module& m) const {
 // never count a request, so it is an error rather than a silent pass.
 void Checker::CheckBudgetsPriced() {
   if (!prices_.empty()) return;
-  for (auto& [m, span] : usd_budgets_) {
-    Report(m, DiagId::kMissingClause, span, "budget counts `usd`, but no `price` is declared",
+  for (const UsdBudget& b : usd_budgets_) {
+    Report(b.module, DiagId::kMissingClause, b.span,
+           "budget `" + b.name + "` counts `usd`, but no `price` is declared",
            "`import std.prices` for the shipped table, or declare `price \"model\" { … }`");
   }
 }
